@@ -1,0 +1,303 @@
+"""Suites: YAML files naming models, languages, data, methods, training, evaluation, seeds and tracking.
+
+`load_suite(path, overrides)` reads the YAML, applies `--set a.b=c` overrides, validates everything into
+frozen dataclasses and raises one `ConfigError` listing every problem as `file: key.path: message`,
+before any model is built. `Suite.resolved()` is what gets logged with every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from harness.languages import KNOWN_LANGUAGES, OFFLINE_LANGUAGES
+from harness.validate import ConfigError, from_dict, suggest, to_dict
+
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class SuiteInfo:
+    name: str
+    version: int = 1
+    description: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Languages:
+    seen: tuple[str, ...]
+    unseen: tuple[str, ...] = ()
+
+    def check(self) -> list[tuple[str, str]]:
+        out = []
+        if not self.seen:
+            out.append(("seen", "needs at least one language"))
+        for group in ("seen", "unseen"):
+            for i, code in enumerate(getattr(self, group)):
+                if code not in KNOWN_LANGUAGES:
+                    out.append((f"{group}[{i}]", f"unknown language {code!r}{suggest(code, KNOWN_LANGUAGES)}"))
+        overlap = set(self.seen) & set(self.unseen)
+        if overlap:
+            out.append(("unseen", f"languages both seen and unseen: {sorted(overlap)}"))
+        if len(set(self.seen)) != len(self.seen):
+            out.append(("seen", "duplicate languages"))
+        return out
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return self.seen + self.unseen
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    source: Literal["chatterbot", "hub", "json"] = "chatterbot"
+    max_examples_per_language: int = 200
+    heldout_fraction: float = 0.2
+    # hub / json sources: a dataset id or local file(s) with one row per example
+    path: str | None = None
+    split: str = "train"
+    language_field: str = "language"
+    prompt_field: str = "prompt"
+    response_field: str = "response"
+
+    def check(self) -> list[tuple[str, str]]:
+        out = []
+        if self.max_examples_per_language <= 0:
+            out.append(("max_examples_per_language", f"expected a positive integer, got {self.max_examples_per_language}"))
+        if not 0.0 < self.heldout_fraction < 1.0:
+            out.append(("heldout_fraction", f"expected a number in (0, 1), got {self.heldout_fraction}"))
+        if self.source in ("hub", "json") and not self.path:
+            out.append(("path", f"source {self.source!r} needs a dataset id or file path"))
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoraConfig:
+    rank: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+
+    def check(self) -> list[tuple[str, str]]:
+        return [("rank", f"expected a positive integer, got {self.rank}")] if self.rank <= 0 else []
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    steps: int = 30
+    batch_size_per_language: int = 4
+    lr: float = 3e-4
+    schedule: Literal["constant", "linear", "cosine", "constant_with_warmup"] = "cosine"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_seq_len: int = 96
+    optimizer: Literal["adamw_torch", "sgd", "adafactor"] = "adamw_torch"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    lora: LoraConfig | None = None
+    log_every: int = 1
+    save_every: int = 0  # 0: only at the end
+    save_model: bool = True  # final weights under <run>/final (checkpoints are dropped once a run finishes)
+    fail_at_step: int = 0  # testing aid: raise after this optimizer step (0 = never)
+
+    def check(self) -> list[tuple[str, str]]:
+        out = []
+        for key in ("steps", "batch_size_per_language", "max_seq_len", "log_every"):
+            if getattr(self, key) <= 0:
+                out.append((key, f"expected a positive integer, got {getattr(self, key)}"))
+        for key in ("warmup_steps", "save_every", "fail_at_step"):
+            if getattr(self, key) < 0:
+                out.append((key, f"expected a non-negative integer, got {getattr(self, key)}"))
+        if self.lr <= 0:
+            out.append(("lr", f"expected a positive number, got {self.lr}"))
+        if self.max_grad_norm < 0:
+            out.append(("max_grad_norm", f"expected >= 0 (0 disables clipping), got {self.max_grad_norm}"))
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    heldout_loss: bool = True
+    tasks: tuple[str, ...] = ("babel_mc",)
+    mc_items_per_language: int = 40
+    lm_eval_tasks: dict[str, str] = field(default_factory=dict)  # full scale: lm-eval task name -> language
+    batch_size: int = 16
+    limit: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackingConfig:
+    uri: str | None = None  # None: $MLFLOW_TRACKING_URI or sqlite under results/mlflow
+    experiment: str | None = None  # None: polymoo/<suite name>
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistributedConfig:
+    nproc: int = 1
+    hook: Literal["mean", "allgather", "sharded", "full", "full_gather"] = "sharded"
+    timeout_s: int = 300
+    warmup_steps: int = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class MethodSpec:
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None  # leaderboard row name; default derives from name and options
+
+    @property
+    def display(self) -> str:
+        if self.label:
+            return self.label
+        return self.name
+
+
+@dataclass(frozen=True, kw_only=True)
+class Suite:
+    suite: SuiteInfo
+    scale: Literal["tiny", "full"] = "tiny"
+    models: tuple[str, ...]
+    languages: Languages
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    methods: tuple[MethodSpec, ...]
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seeds: tuple[int, ...] = (0,)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    output_dir: str = "results/runs"
+    source: str = field(default="<memory>", compare=False)
+
+    def check(self) -> list[tuple[str, str]]:
+        out = []
+        if not self.models:
+            out.append(("models", "needs at least one model"))
+        if not self.methods:
+            out.append(("methods", "needs at least one method"))
+        if not self.seeds:
+            out.append(("seeds", "needs at least one seed"))
+        if self.scale == "tiny" and self.data.source == "chatterbot":
+            for group in ("seen", "unseen"):
+                for i, code in enumerate(getattr(self.languages, group)):
+                    if code in KNOWN_LANGUAGES and code not in OFFLINE_LANGUAGES:
+                        out.append((f"languages.{group}[{i}]",
+                                    f"no offline data for {code!r} in chatterbot-corpus; available: "
+                                    f"{', '.join(sorted(OFFLINE_LANGUAGES))}"))
+        return out
+
+    def resolved(self) -> dict[str, Any]:
+        data = to_dict(self)
+        data.pop("source", None)
+        return data
+
+    def config_hash(self) -> str:
+        blob = json.dumps({"suite": self.resolved(), "cache_version": CACHE_VERSION}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def with_only(self, *, model: str | None = None, method: str | None = None, seed: int | None = None) -> Suite:
+        """A copy restricted to one model / method name / seed (CLI filters and nox `train(<method>)`)."""
+        out = self
+        if model is not None:
+            out = replace(out, models=tuple(m for m in out.models if m == model))
+        if method is not None:
+            out = replace(out, methods=tuple(m for m in out.methods if m.name == method or m.display == method))
+        if seed is not None:
+            out = replace(out, seeds=(seed,))
+        return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'train.steps=20' -> (['train', 'steps'], 20); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError([f"--set {text!r}: expected key.path=value"])
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        keys, value = parse_override(text)
+        node: Any = data
+        for i, key in enumerate(keys[:-1]):
+            if isinstance(node, list):
+                node = node[int(key)]
+                continue
+            if node.get(key) is None:
+                node[key] = {}
+            node = node[key]
+            if not isinstance(node, (dict, list)):
+                raise ConfigError([f"--set {text}: {'.'.join(keys[: i + 1])} is not a mapping"])
+        last = keys[-1]
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return data
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError([f"{path}: file not found"])
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError([f"{path}: malformed YAML: {err}"]) from err
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: expected a mapping at the top level, got {type(data).__name__}"])
+    include = data.pop("include", None)
+    if include:
+        base = read_yaml((path.parent / include).resolve())
+        data = _deep_merge(base, data)
+    return data
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def suite_from_data(data: dict[str, Any], source: str = "<memory>") -> Suite:
+    """Validate suite data (models and methods against their registries); raise ConfigError naming `source`."""
+    problems: list[str] = []
+    suite = from_dict(Suite, {**data, "source": source}, "", problems)
+    if suite is not None:
+        problems += _check_registries(suite)
+    if problems:
+        raise ConfigError([f"{source}: {p}" for p in problems])
+    return suite
+
+
+def _check_registries(suite: Suite) -> list[str]:
+    from harness.models.catalog import check_model_name
+    from harness.registry import check_method_options
+
+    problems = []
+    for i, name in enumerate(suite.models):
+        message = check_model_name(name, suite.scale)
+        if message:
+            problems.append(f"models[{i}]: {message}")
+    for i, spec in enumerate(suite.methods):
+        problems += [f"methods[{i}].{p}" for p in check_method_options(spec.name, spec.options)]
+    labels = [m.display for m in suite.methods]
+    if len(set(labels)) != len(labels):
+        problems.append("methods: two entries share a name; give them distinct `label`s")
+    return problems
+
+
+def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
+    path = Path(path)
+    data = read_yaml(path)
+    try:
+        data = apply_overrides(data, overrides or [])
+    except ConfigError as err:
+        raise ConfigError([f"{path}: {p}" for p in err.problems]) from err
+    except (KeyError, IndexError, ValueError) as err:
+        raise ConfigError([f"{path}: --set: cannot apply override ({err})"]) from err
+    return suite_from_data(data, str(path))

@@ -1,0 +1,1 @@
+"""Per-language evaluation after training: held-out loss / perplexity and multiple-choice accuracy (lm-eval)."""

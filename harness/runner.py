@@ -1,0 +1,122 @@
+"""Run a suite: for every (model, method, seed), one MLflow run that trains, evaluates and records.
+
+The harness, not the method, builds the model and data, seeds, evaluates and records, so a comparison
+measures the method and nothing else. A run that fails is marked FAILED in MLflow with everything logged
+so far kept; `resume=True` skips finished runs and continues failed ones from their last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from harness.config import MethodSpec, Suite
+from harness.data.sft import load_language_data
+from harness.evaluate.pipeline import evaluate_model
+from harness.models.loading import load_model
+from harness.registry import get_method, parse_options
+from harness.run_context import DistInfo, RunContext
+from harness.seeding import seed_everything
+from harness.tracking import NullTracker, Tracker, git_commit, log_run_config, open_run
+
+
+@dataclass(frozen=True)
+class RunResult:
+    model: str
+    method: str
+    seed: int
+    run_id: str
+    status: str
+    metrics: dict[str, float]
+
+
+def run_dir_for(suite: Suite, model: str, method: MethodSpec, seed: int) -> Path:
+    return Path(suite.output_dir) / suite.suite.name / model / method.display / f"seed{seed}"
+
+
+def _finished(run_dir: Path) -> bool:
+    return (run_dir / "DONE").exists()
+
+
+def _archive(run_dir: Path) -> None:
+    """A fresh run never overwrites an earlier one's files: move them aside."""
+    if run_dir.exists():
+        run_dir.rename(run_dir.with_name(f"{run_dir.name}.{time.strftime('%Y%m%d-%H%M%S')}"))
+
+
+def run_suite(suite: Suite, resume: bool = False, dist: DistInfo | None = None) -> list[RunResult]:
+    results = []
+    for model in suite.models:
+        for method in suite.methods:
+            for seed in suite.seeds:
+                results.append(run_one(suite, model, method, seed, resume=resume, dist=dist or DistInfo()))
+    return results
+
+
+def run_one(suite: Suite, model_name: str, spec: MethodSpec, seed: int, resume: bool = False,
+            dist: DistInfo | None = None) -> RunResult:
+    dist = dist or DistInfo()
+    method = get_method(spec.name)
+    options = parse_options(spec.name, spec.options)
+    run_dir = run_dir_for(suite, model_name, spec, seed)
+    if resume and _finished(run_dir):
+        done = json.loads((run_dir / "DONE").read_text())
+        return RunResult(model_name, spec.display, seed, done["run_id"], "SKIPPED (finished)", done["metrics"])
+    if not resume and dist.is_main:
+        _archive(run_dir)
+    if dist.world_size > 1:
+        torch.distributed.barrier()
+    tags = {"polymoo.method": spec.display, "polymoo.method_name": spec.name, "polymoo.model": model_name,
+            "polymoo.suite": suite.suite.name, "polymoo.suite_version": suite.suite.version, "polymoo.seed": seed,
+            "polymoo.git_commit": git_commit(), "polymoo.config_hash": suite.config_hash(),
+            "polymoo.scale": suite.scale, "polymoo.device": "cuda" if torch.cuda.is_available() else "cpu",
+            "polymoo.family": method.family, "polymoo.method_version": method.version,
+            "polymoo.world_size": dist.world_size}
+    run_name = f"{model_name}/{spec.display}/seed{seed}"
+    tracker: Tracker = open_run(suite, run_name, tags, run_dir, resume) if dist.is_main else NullTracker()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(suite.resolved(), sort_keys=False, allow_unicode=True))
+        seed_everything(seed)
+        model, tokenizer = load_model(model_name, suite.scale, suite.train.dtype, suite.train.lora)
+        data = load_language_data(suite.data, suite.languages.all)
+        log_run_config(tracker, suite, {"run.model": model_name, "run.method": spec.name, "run.seed": seed,
+                                        "run.method_options": json.dumps(spec.options, sort_keys=True),
+                                        "run.data_fingerprint": data.fingerprint(),
+                                        "run.trainable_params": sum(p.numel() for p in model.parameters()
+                                                                    if p.requires_grad)})
+        run = RunContext(suite=suite, method=spec, model_name=model_name, seed=seed, model=model,
+                         tokenizer=tokenizer, data=data, run_dir=run_dir, tracker=tracker, dist=dist, resume=resume)
+        started = time.perf_counter()
+        outcome = method.train(run, options)
+        metrics = dict(outcome.metrics)
+        metrics["perf/train_time_s"] = time.perf_counter() - started
+        if dist.is_main:
+            metrics |= evaluate_model(suite, outcome.model, tokenizer, data, run_dir / "eval", tracker)
+            tracker.log_metrics(metrics, step=suite.train.steps)
+            if suite.train.save_model:
+                outcome.model.save_pretrained(run_dir / "final")
+                tokenizer.save_pretrained(run_dir / "final")
+            (run_dir / "DONE").write_text(json.dumps({"run_id": tracker.run_id, "metrics": metrics}))
+            _drop_checkpoints(run_dir)
+        tracker.finish("FINISHED")
+        return RunResult(model_name, spec.display, seed, tracker.run_id, "FINISHED", metrics)
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+
+
+def _drop_checkpoints(run_dir: Path) -> None:
+    """Finished runs keep their metrics and artifacts; optimizer checkpoints only serve resumption."""
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+
+
+def describe_results(results: list[RunResult]) -> list[dict[str, Any]]:
+    return [{"model": r.model, "method": r.method, "seed": r.seed, "status": r.status, "run_id": r.run_id} for r in results]

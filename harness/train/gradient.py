@@ -1,0 +1,38 @@
+"""`gradient_method(...)`: a registered method that runs the shared SFT path with a gradient combiner.
+
+PCGrad, full MGDA, CAGrad and Bucket-Level MOO differ only in the combiner built from their options;
+data order, optimizer, clipping, schedule and evaluation are the shared ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from harness.registry import Family, TrainOutcome, register_method
+from harness.run_context import RunContext
+from harness.train.sft import GradientCombiner, train_sft
+
+CombinerFactory = Callable[[Any, RunContext], GradientCombiner | None]
+
+
+@dataclass(frozen=True)
+class GradientMethod:
+    name: str
+    summary: str
+    family: Family
+    Options: type
+    make_combiner: CombinerFactory
+    version: int = 1
+    kind: str = "gradient"
+
+    def train(self, run: RunContext, options: Any) -> TrainOutcome:
+        combiner = self.make_combiner(options, run)
+        model, metrics = train_sft(run, combiner=combiner)
+        return TrainOutcome(model=model, metrics=metrics)
+
+
+def gradient_method(*, name: str, summary: str, family: Family, Options: type, make_combiner: CombinerFactory,
+                    version: int = 1) -> GradientMethod:
+    return register_method(GradientMethod(name, summary, family, Options, make_combiner, version))

@@ -1,0 +1,241 @@
+"""The shared training path: HF Trainer with language-balanced batches and an optional gradient combiner.
+
+Every SFT-style method runs through `train_sft`: same data order (seed-only), optimizer, clipping,
+schedule and checkpointing. Methods differ only in `combiner`:
+- None (joint SFT): one forward over the mixed batch; the loss is the mean over languages of each
+  language's token-mean loss, so its gradient is exactly the mean of the per-language gradients;
+- a `GradientCombiner`: one forward/backward per language present, K flat gradients combined into one
+  direction that is written into `.grad` before clipping and the optimizer step.
+A step whose gradients are not finite is skipped (no optimizer update), counted and logged.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from harness.data.sft import BalancedBatchSampler, TokenizedLanguages, collate
+from harness.perf import PeakMemory
+from harness.run_context import RunContext
+
+
+@dataclass
+class CombineResult:
+    direction: torch.Tensor  # flat, same layout as the per-language gradients
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class GradientCombiner(Protocol):
+    """Per-language flat gradients (K×P, rows in `languages` order) -> one update direction."""
+
+    def __call__(self, grads: torch.Tensor, languages: list[str], step: int) -> CombineResult: ...
+
+
+def trainable_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    """Trainable parameters in `named_parameters` order: the layout of every flat gradient."""
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def token_losses(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of token losses, number of target tokens) per example."""
+    batch = {k: v for k, v in inputs.items() if k not in ("labels", "language")}
+    logits = model(**batch).logits[:, :-1].float()
+    labels = inputs["labels"][:, 1:]
+    loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+    mask = (labels != -100).float()
+    return (loss * mask).sum(1), mask.sum(1)
+
+
+def language_losses(model: torch.nn.Module, inputs: dict[str, torch.Tensor], n_languages: int) -> dict[int, torch.Tensor]:
+    """Token-mean loss of each language present in the batch."""
+    sums, counts = token_losses(model, inputs)
+    out = {}
+    for lang in inputs["language"].unique().tolist():
+        sel = inputs["language"] == lang
+        out[int(lang)] = sums[sel].sum() / counts[sel].sum().clamp_min(1.0)
+    return out
+
+
+class PolymooTrainer(Trainer):
+    def __init__(self, *args: Any, languages: list[str], per_language: int, data_seed: int,
+                 combiner: GradientCombiner | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.languages, self.per_language, self.data_seed, self.combiner = languages, per_language, data_seed, combiner
+        self.step_log: dict[str, float] = {}
+        self.skipped_steps = 0
+        self._skip_update = False
+
+    # -- data: the same balanced, seed-only order for every method ---------------------------------------------
+    def get_train_dataloader(self) -> torch.utils.data.DataLoader:
+        sampler = BalancedBatchSampler(self.train_dataset.index_by_language, self.per_language,
+                                       self.args.max_steps, self.data_seed)
+        return torch.utils.data.DataLoader(self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator)
+
+    # -- loss ----------------------------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        losses = language_losses(model, inputs, len(self.languages))
+        self._record_losses(losses)
+        loss = torch.stack(list(losses.values())).mean()
+        return (loss, None) if return_outputs else loss
+
+    def _record_losses(self, losses: dict[int, torch.Tensor]) -> None:
+        for lang_id, value in losses.items():
+            self.step_log[f"train/loss/{self.languages[lang_id]}"] = float(value.detach())
+
+    # -- one step ------------------------------------------------------------------------------------------------
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        self.step_log = {}
+        if self.combiner is None:
+            loss = self.compute_loss(model, inputs)
+            self.accelerator.backward(loss)
+        else:
+            loss = self._combined_step(model, inputs)
+        self._guard_non_finite(model)
+        self.step_log["train/loss"] = float(loss)
+        return loss.detach()
+
+    def _combined_step(self, model, inputs) -> torch.Tensor:
+        params = [p for _, p in trainable_parameters(model)]
+        present = inputs["language"].unique().tolist()
+        grads, losses = [], {}
+        for lang_id in present:
+            sel = inputs["language"] == lang_id
+            sub = {k: v[sel] for k, v in inputs.items()}
+            loss_k = language_losses(model, sub, len(self.languages))[lang_id]
+            losses[lang_id] = loss_k.detach()
+            g = torch.autograd.grad(loss_k, params, allow_unused=True)
+            grads.append(torch.cat([(gi if gi is not None else torch.zeros_like(p)).reshape(-1).float()
+                                    for gi, p in zip(g, params)]))
+        self._record_losses(losses)
+        stacked = torch.stack(grads)
+        names = [self.languages[i] for i in present]
+        if not torch.isfinite(stacked).all():
+            direction = torch.full_like(stacked[0], float("nan"))  # skipped below, never combined
+        else:
+            result = self.combiner(stacked, names, self.state.global_step)
+            direction = result.direction
+            self.step_log.update(result.metrics)
+        offset = 0
+        for p in params:
+            n = p.numel()
+            update = direction[offset: offset + n].view_as(p).to(p.dtype)
+            p.grad = update.clone() if p.grad is None else p.grad + update
+            offset += n
+        return torch.stack(list(losses.values())).mean()
+
+    def _guard_non_finite(self, model) -> None:
+        """Non-finite gradients: zero them and skip the optimizer update (weights are never corrupted)."""
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        finite = all(torch.isfinite(g).all() for g in grads)
+        self._skip_update = not finite
+        if not finite:
+            for g in grads:
+                g.zero_()
+            self.skipped_steps += 1
+        self.step_log["train/skipped_steps"] = float(self.skipped_steps)
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        inner_step = optimizer.step
+
+        def guarded_step(*args: Any, **kwargs: Any) -> Any:
+            if self._skip_update:
+                return None
+            return inner_step(*args, **kwargs)
+
+        optimizer.step = guarded_step
+        return optimizer
+
+
+class StepLogger(TrainerCallback):
+    """Per-step metrics to the tracker: per-language losses, combiner diagnostics, lr, time, tokens/s, memory."""
+
+    def __init__(self, run: RunContext, trainer_ref: Callable[[], PolymooTrainer], log_every: int, fail_at_step: int):
+        self.run, self.trainer_ref, self.log_every, self.fail_at_step = run, trainer_ref, log_every, fail_at_step
+        self.memory = PeakMemory()
+        self._t0 = time.perf_counter()
+        self.step_times: list[float] = []
+        self.tokens = 0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.fail_at_step and state.global_step == self.fail_at_step:
+            raise RuntimeError(f"train.fail_at_step={self.fail_at_step}: simulated failure after step {state.global_step}")
+        self._t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        trainer = self.trainer_ref()
+        dt = time.perf_counter() - self._t0
+        self.step_times.append(dt)
+        tokens = trainer.state.num_input_tokens_seen if hasattr(trainer.state, "num_input_tokens_seen") else 0
+        metrics = dict(trainer.step_log)
+        metrics["perf/step_time_s"] = dt
+        metrics["perf/peak_mem_mb"] = self.memory.peak_mb()
+        if trainer.lr_scheduler is not None:
+            metrics["train/lr"] = float(trainer.lr_scheduler.get_last_lr()[0])
+        if tokens and tokens > self.tokens:
+            metrics["perf/tokens_per_s"] = (tokens - self.tokens) / max(dt, 1e-9)
+            self.tokens = tokens
+        if state.global_step % self.log_every == 0 or state.global_step == state.max_steps:
+            self.run.tracker.log_metrics({k: v for k, v in metrics.items() if _finite(v)}, step=state.global_step)
+
+    def summary(self) -> dict[str, float]:
+        times = self.step_times[1:] or self.step_times  # the first step pays for warm-up
+        return {"perf/mean_step_time_s": sum(times) / max(len(times), 1), "perf/peak_mem_mb": self.memory.peak_mb()}
+
+
+def _finite(v: float) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def training_arguments(run: RunContext, **overrides: Any) -> TrainingArguments:
+    t = run.suite.train
+    save_every = t.save_every or t.steps
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(run.checkpoint_dir), max_steps=t.steps, learning_rate=t.lr, lr_scheduler_type=t.schedule,
+        warmup_steps=t.warmup_steps, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=t.optimizer,
+        per_device_train_batch_size=t.batch_size_per_language * len(run.suite.languages.seen),
+        gradient_accumulation_steps=1, logging_steps=t.log_every, save_steps=save_every, save_strategy="steps",
+        save_total_limit=2, report_to=[], seed=run.seed, data_seed=run.seed, use_cpu=not torch.cuda.is_available(),
+        bf16=t.dtype == "bfloat16" and torch.cuda.is_available(), remove_unused_columns=False,
+        dataloader_num_workers=0, disable_tqdm=False, include_num_input_tokens_seen=True,
+        save_only_model=False, average_tokens_across_devices=False,
+    )
+    kwargs.update(overrides)
+    return TrainingArguments(**kwargs)
+
+
+def train_sft(run: RunContext, combiner: GradientCombiner | None = None,
+              extra_callbacks: list[TrainerCallback] | None = None) -> tuple[Any, dict[str, float]]:
+    """Train run.model on the seen languages; returns (model, summary metrics)."""
+    t = run.suite.train
+    seen = list(run.suite.languages.seen)
+    dataset = TokenizedLanguages(run.tokenizer, {lang: run.data.train[lang] for lang in seen}, t.max_seq_len)
+    holder: dict[str, PolymooTrainer] = {}
+    logger = StepLogger(run, lambda: holder["trainer"], t.log_every, t.fail_at_step)
+    trainer = PolymooTrainer(
+        model=run.model, args=training_arguments(run), train_dataset=dataset,
+        data_collator=collate(run.tokenizer.pad_token_id), languages=seen, per_language=t.batch_size_per_language,
+        data_seed=run.seed, combiner=combiner, callbacks=[logger, *(extra_callbacks or [])],
+    )
+    holder["trainer"] = trainer
+    checkpoint = last_checkpoint(run) if run.resume else None
+    trainer.train(resume_from_checkpoint=checkpoint)
+    summary = {**logger.summary(), "train/skipped_steps": float(trainer.skipped_steps),
+               "train/final_loss": trainer.step_log.get("train/loss", float("nan"))}
+    return trainer.model, summary
+
+
+def last_checkpoint(run: RunContext) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not run.checkpoint_dir.exists():
+        return None
+    return get_last_checkpoint(str(run.checkpoint_dir))
