@@ -120,10 +120,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def _load_plugins() -> None:
-    """CLI commands contributed by harness modules (plan, eval, reproduce, analyze) register themselves here."""
+    """Sub-commands contributed by harness packages (plan; eval, reproduce, analyze) register through
+    `command` and `PARSER_HOOKS` when these modules exist."""
     import importlib
 
-    for module in ("harness.cli_extra",):
+    for module in ("harness.distributed.cli", "harness.evaluate.cli"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as err:

@@ -1,0 +1,67 @@
+"""Shared fixtures: determinism, one cached tiny-twin folder per machine, a throw-away MLflow store per test,
+and a factory for small suites."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+# tiny twins and the offline tokenizer are cached once per machine (results/cache is git-ignored)
+os.environ.setdefault("POLYMOO_CACHE", str(REPO / "results" / "cache"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+BASE_SUITE: dict[str, Any] = {
+    "suite": {"name": "test", "version": 1},
+    "scale": "tiny",
+    "models": ["llama"],
+    "languages": {"seen": ["en", "fr", "de"], "unseen": ["nl"]},
+    "data": {"source": "chatterbot", "max_examples_per_language": 24},
+    "train": {"steps": 4, "batch_size_per_language": 2, "lr": 1.0e-3, "max_seq_len": 32, "schedule": "constant",
+              "save_model": False},
+    "methods": [{"name": "joint_sft"}],
+    "eval": {"heldout_loss": True, "tasks": [], "mc_items_per_language": 8},
+    "seeds": [0],
+}
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    yield
+
+
+@pytest.fixture
+def tmp_store(tmp_path, monkeypatch) -> str:
+    """A fresh sqlite MLflow store and run folder for one test; returns the tracking URI."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("POLYMOO_RESULTS", str(tmp_path / "results"))
+    return uri
+
+
+@pytest.fixture
+def make_suite(tmp_path):
+    """make_suite(**overrides) -> validated Suite based on BASE_SUITE, writing runs under tmp_path."""
+    from harness.config import suite_from_data
+
+    def _make(**overrides: Any):
+        data = copy.deepcopy(BASE_SUITE)
+        data["output_dir"] = str(tmp_path / "runs")
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(data.get(key), dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        return suite_from_data(data, "test-suite.yaml")
+
+    return _make
