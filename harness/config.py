@@ -264,28 +264,37 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 def suite_from_data(data: dict[str, Any], source: str = "<memory>") -> Suite:
-    """Validate suite data (models and methods against their registries); raise ConfigError naming `source`."""
+    """Validate suite data (models and methods against their registries); raise ConfigError naming `source`.
+
+    Registry checks run on the raw data too, so one pass reports every problem of the file."""
     problems: list[str] = []
     suite = from_dict(Suite, {**data, "source": source}, "", problems)
-    if suite is not None:
-        problems += _check_registries(suite)
+    problems += _check_registries(data)
     if problems:
-        raise ConfigError([f"{source}: {p}" for p in problems])
+        raise ConfigError([f"{source}: {p}" for p in dict.fromkeys(problems)])
     return suite
 
 
-def _check_registries(suite: Suite) -> list[str]:
+def _check_registries(data: dict[str, Any]) -> list[str]:
     from harness.models.catalog import check_model_name
     from harness.registry import check_method_options
 
     problems = []
-    for i, name in enumerate(suite.models):
-        message = check_model_name(name, suite.scale)
+    scale = data.get("scale", "tiny")
+    models = data.get("models")
+    for i, name in enumerate(models if isinstance(models, list) else []):
+        message = check_model_name(str(name), scale) if isinstance(name, str) else None
         if message:
             problems.append(f"models[{i}]: {message}")
-    for i, spec in enumerate(suite.methods):
-        problems += [f"methods[{i}].{p}" for p in check_method_options(spec.name, spec.options)]
-    labels = [m.display for m in suite.methods]
+    methods = data.get("methods")
+    labels = []
+    for i, spec in enumerate(methods if isinstance(methods, list) else []):
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            continue
+        options = spec.get("options") or {}
+        if isinstance(options, dict):
+            problems += [f"methods[{i}].{p}" for p in check_method_options(spec["name"], options)]
+        labels.append(spec.get("label") or spec["name"])
     if len(set(labels)) != len(labels):
         problems.append("methods: two entries share a name; give them distinct `label`s")
     return problems
