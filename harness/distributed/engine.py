@@ -1,0 +1,201 @@
+"""The distributed training loop: torch DDP + a communication hook, one language per rank per step.
+
+A plain torch loop (not the HF Trainer) so the hook, the per-rank data, `no_sync` accumulation, warm-up and
+checkpoints are explicit. Its optimizer, schedule and clipping are those of the shared single-process path
+(`harness.train.sft.training_arguments`): AdamW (`adamw_torch`, betas 0.9/0.999, eps 1e-8) with weight decay on the
+parameters HF decays (not biases, not norms), SGD or Adafactor as configured, `transformers.get_scheduler` with
+`train.schedule` / `train.warmup_steps`, gradient-norm clipping at `train.max_grad_norm`; non-finite steps are skipped
+(no update) and counted.
+
+`DistEngine(...).run(...)` is used by the suite path (`harness.distributed.train`), the tests and the benchmark.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from harness.config import TrainConfig
+from harness.distributed.accounting import Comm, CommCounter, allreduce_bytes, peak_memory_mb
+from harness.distributed.assignment import StepAssignment, assign
+from harness.distributed.hooks import HOOKS, HookState, register
+
+NO_DECAY = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]  # as HF Trainer
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    hook: str = "mean"  # one of hooks.HOOKS, or "ddp" (no hook: plain DDP all-reduce, for comparison)
+    weighting: str = "mean"
+    weighting_options: dict[str, Any] = field(default_factory=dict)
+    bucket_cap_mb: float = 25.0
+    warmup_steps: int = 1  # steps with plain averaging while DDP rebuilds its buckets
+    grad_accum: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.hook not in (*HOOKS, "ddp"):
+            raise ValueError(f"unknown hook {self.hook!r}; known: {', '.join(HOOKS)}")
+        if self.grad_accum < 1:
+            raise ValueError(f"grad_accum must be >= 1, got {self.grad_accum}")
+
+
+def decay_parameter_names(model: torch.nn.Module) -> set[str]:
+    norm_types = (torch.nn.LayerNorm,)
+    out = set()
+    for mod_name, module in model.named_modules():
+        if isinstance(module, norm_types):
+            continue
+        for p_name, _ in module.named_parameters(recurse=False):
+            full = f"{mod_name}.{p_name}" if mod_name else p_name
+            if not any(re.search(pat, full.lower()) for pat in NO_DECAY):
+                out.add(full)
+    return out
+
+
+def build_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = decay_parameter_names(model)
+    groups = [{"params": [p for n, p in named if n in decay], "weight_decay": train.weight_decay},
+              {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0}]
+    if train.optimizer == "adamw_torch":
+        return torch.optim.AdamW(groups, lr=train.lr, betas=(0.9, 0.999), eps=1e-8)
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=train.lr)
+    from transformers.optimization import Adafactor
+
+    return Adafactor(groups, lr=train.lr, scale_parameter=False, relative_step=False)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig):
+    from transformers import get_scheduler
+
+    return get_scheduler(train.schedule, optimizer, num_warmup_steps=train.warmup_steps,
+                         num_training_steps=train.steps)
+
+
+BatchFn = Callable[[int, int, int, StepAssignment], dict[str, torch.Tensor]]  # (step, rank, micro, assignment)
+LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
+
+
+class DistEngine:
+    """One model replica per rank, wrapped in DDP with the configured hook."""
+
+    def __init__(self, model: torch.nn.Module, cfg: EngineConfig, train: TrainConfig, n_languages: int,
+                 batch_fn: BatchFn, loss_fn: LossFn, group=None):
+        self.cfg, self.train, self.n_languages = cfg, train, n_languages
+        self.batch_fn, self.loss_fn = batch_fn, loss_fn
+        self.world, self.rank = dist.get_world_size(group), dist.get_rank(group)
+        assign(self.world, n_languages, 0)  # fails early with a clear message if N and K do not fit
+        self.model = model
+        self.ddp = DDP(model, bucket_cap_mb=cfg.bucket_cap_mb, process_group=group,
+                       device_ids=[torch.cuda.current_device()] if next(model.parameters()).is_cuda else None,
+                       broadcast_buffers=False)
+        self.counter = CommCounter(self.world)
+        self.comm = Comm(group, self.counter)
+        weighting = None
+        if cfg.weighting != "mean" or cfg.weighting_options:
+            from harness.moo import weighting as make_weighting
+
+            weighting = make_weighting(cfg.weighting, **cfg.weighting_options)
+        self.state = HookState(comm=self.comm, hook=cfg.hook if cfg.hook != "ddp" else "mean", weighting=weighting,
+                               seed=cfg.seed, names={id(p): n for n, p in model.named_parameters()})
+        if cfg.hook != "ddp":
+            register(self.ddp, self.state)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.grad_bytes = sum(p.numel() * p.element_size() for p in self.params)
+        self.optimizer = build_optimizer(model, train)
+        self.scheduler = build_scheduler(self.optimizer, train)
+        self.skipped_steps = 0
+
+    # -- checkpoint state ----------------------------------------------------------------------------------------
+    def state_dict(self, step: int) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "step": step, "skipped_steps": self.skipped_steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> int:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        return int(state["step"])
+
+    # -- one optimizer step --------------------------------------------------------------------------------------
+    def step(self, step: int) -> dict[str, float]:
+        """Optimizer step `step` (0-based). Returns this rank's metrics (bytes, times, loss of its language)."""
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        assignment = assign(self.world, self.n_languages, step)
+        warmup = step < cfg.warmup_steps
+        self.counter.reset()
+        self.state.begin_step(step, assignment, warmup)
+        self.ddp.train()
+        loss_total = 0.0
+        for micro in range(cfg.grad_accum):
+            inputs = self.batch_fn(step, self.rank, micro, assignment)
+            sync = micro == cfg.grad_accum - 1
+            with contextlib.nullcontext() if sync else self.ddp.no_sync():
+                loss = self.loss_fn(self.ddp, inputs) / cfg.grad_accum
+                loss.backward()
+            loss_total += float(loss.detach())
+        self.state.finalize()
+        finite = all(bool(torch.isfinite(p.grad).all()) for p in self.params if p.grad is not None)
+        if not finite:  # same on every rank: the gradients are identical after synchronisation
+            for p in self.params:
+                if p.grad is not None:
+                    p.grad.zero_()
+            self.skipped_steps += 1
+        grad_norm = float("nan")
+        if self.train.max_grad_norm > 0 and finite:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.train.max_grad_norm))
+        lr = float(self.scheduler.get_last_lr()[0])
+        if finite:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        grad_bytes = self.counter.grad_bytes
+        allreduce = allreduce_bytes(self.grad_bytes, self.world)
+        metrics = {
+            "train/rank_loss": loss_total, "train/lr": lr, "train/grad_norm": grad_norm,
+            "train/skipped_steps": float(self.skipped_steps),
+            "dist/bytes_per_step": grad_bytes,
+            "dist/bytes_ratio_allreduce": grad_bytes / allreduce if allreduce else float("nan"),
+            "dist/hook_time_s": self.counter.hook_time_s,
+            "dist/warmup": float(warmup),
+            "perf/step_time_s": time.perf_counter() - t0,
+            "perf/peak_mem_mb": peak_memory_mb(),
+        }
+        for name, nbytes in self.counter.step_bytes.items():
+            metrics[f"dist/bytes/{name}"] = nbytes
+        return metrics
+
+    def gather_losses(self, rank_loss: float, assignment: StepAssignment, languages: list[str]) -> dict[str, float]:
+        """Per-language training loss of the step (mean over the language's ranks); a logging-only all-gather."""
+        t = torch.tensor([rank_loss], dtype=torch.float64, device=self._device())
+        out = self.comm.all_gather(t, name="aux:losses").cpu()
+        per: dict[str, list[float]] = {}
+        for r, lang in enumerate(assignment.rank_language):
+            per.setdefault(languages[lang], []).append(float(out[r]))
+        metrics = {f"train/loss/{lang}": sum(v) / len(v) for lang, v in per.items()}
+        metrics["train/loss"] = sum(metrics.values()) / len(metrics)
+        return metrics
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def token_mean_loss(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Token-mean cross-entropy over the response tokens (labels -100 are ignored), the shared SFT loss."""
+    batch = {k: v for k, v in inputs.items() if k not in ("labels", "language")}
+    logits = model(**batch).logits[:, :-1].float()
+    labels = inputs["labels"][:, 1:]
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                             ignore_index=-100)

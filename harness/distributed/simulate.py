@@ -1,0 +1,88 @@
+"""Single-process simulation of a distributed run with the same buckets (DESIGN.md, "Execution modes", 3).
+
+For each step it computes every simulated rank's gradient on exactly the batch that rank gets, averages ranks that
+share a language, flattens the K_eff language gradients per DDP bucket (`harness.buckets`) and applies the weighting
+per bucket (bucket hooks) or on the global Gram = sum of bucket Grams (full-gradient hooks), with the same seeded
+PCGrad generators, then the same clipping / optimizer / schedule as `DistEngine`. Distributed runs must match it to
+float tolerance: this is the main regression test of the hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from harness.config import TrainConfig
+from harness.distributed.assignment import assign
+from harness.distributed.engine import BatchFn, EngineConfig, LossFn, build_optimizer, build_scheduler
+from harness.distributed.hooks import BUCKET_HOOKS, GLOBAL_HOOKS
+from harness.seeding import generator
+
+
+def ddp_plan(model: torch.nn.Module, cfg: EngineConfig, batch_fn: BatchFn, loss_fn: LossFn, world: int,
+             n_languages: int):
+    """DDP's rebuilt buckets for this model and cap (gradient-ready order recorded from one backward)."""
+    from harness.buckets import bucket_plan
+
+    a = assign(world, n_languages, 0)
+
+    def closure() -> None:
+        loss_fn(model, batch_fn(0, 0, 0, a)).backward()
+
+    plan = bucket_plan(model, cfg.bucket_cap_mb, ready_order=closure)
+    model.zero_grad(set_to_none=True)
+    return plan
+
+
+def simulate(model: torch.nn.Module, cfg: EngineConfig, train: TrainConfig, world: int, n_languages: int,
+             batch_fn: BatchFn, loss_fn: LossFn, steps: int, plan: Sequence | None = None) -> torch.nn.Module:
+    from harness.buckets import flatten_by_plan, unflatten_by_plan
+    from harness.moo import combine, gram
+    from harness.moo import weighting as make_weighting
+
+    if plan is None:
+        plan = ddp_plan(model, cfg, batch_fn, loss_fn, world, n_languages)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    shapes = {n: p.shape for n, p in named}
+    params = [p for _, p in named]
+    weighting = make_weighting(cfg.weighting, **cfg.weighting_options)
+    optimizer = build_optimizer(model, train)
+    scheduler = build_scheduler(optimizer, train)
+    hook = "mean" if cfg.hook == "ddp" else cfg.hook
+    for step in range(steps):
+        a = assign(world, n_languages, step)
+        rank_grads = []
+        for r in range(world):
+            model.zero_grad(set_to_none=True)
+            for micro in range(cfg.grad_accum):
+                (loss_fn(model, batch_fn(step, r, micro, a)) / cfg.grad_accum).backward()
+            rank_grads.append({n: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
+                               for n, p in named})
+        model.zero_grad(set_to_none=True)
+        if step < cfg.warmup_steps or hook == "mean":
+            update = {n: torch.stack([g[n] for g in rank_grads]).mean(0) for n, _ in named}
+        else:
+            langs = a.languages
+            lang_grads = {n: torch.stack([torch.stack([rank_grads[r][n] for r in a.group(lang)]).mean(0)
+                                          for lang in langs]) for n, _ in named}
+            flat = flatten_by_plan(lang_grads, plan, batch_dims=1)  # per bucket (K_eff, P_b)
+            if hook in BUCKET_HOOKS:
+                dirs = [combine(rows, weighting(gram(rows), generator=generator(cfg.seed, "pcgrad", step, b.index)))
+                        for b, rows in zip(plan, flat)]
+            elif hook in GLOBAL_HOOKS:
+                total = sum(gram(rows) for rows in flat)
+                coeffs = weighting(total, generator=generator(cfg.seed, "pcgrad", step, "global"))
+                dirs = [combine(rows, coeffs) for rows in flat]
+            else:
+                raise ValueError(f"unknown hook {hook!r}")
+            update = unflatten_by_plan(dirs, plan, shapes)
+        for n, p in named:
+            p.grad = update[n].to(p.dtype).clone()
+        if all(bool(torch.isfinite(p.grad).all()) for p in params):
+            if train.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, train.max_grad_norm)
+            optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    return model
