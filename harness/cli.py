@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("leaderboard", help="print a suite's leaderboard from the MLflow store")
     _suite_args(p)
-    p.add_argument("--metric", default="acc", help="eval metric family: acc, loss, ppl (default acc)")
+    p.add_argument("--metric", default=None, help="eval metric family: acc, loss, ppl (default: acc if the suite has MC tasks)")
     p.add_argument("--format", choices=["md", "csv", "html"], default="md")
     p.add_argument("--out", default="results/leaderboards", help="folder for the md/csv/html files")
 
@@ -92,8 +92,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"{row['model']:<14} {row['method']:<20} seed {row['seed']}: {row['status']} (run {row['run_id']})")
         if not args.no_leaderboard:
             print()
-            print_leaderboard(suite, "acc", "md", Path("results/leaderboards"))
+            print_leaderboard(suite, default_metric(suite), "md", Path("results/leaderboards"))
     return 0
+
+
+def default_metric(suite) -> str:
+    """Accuracy when the suite evaluates multiple-choice tasks, else held-out loss."""
+    return "acc" if suite.eval.tasks or suite.eval.lm_eval_tasks else "loss"
 
 
 def print_leaderboard(suite, metric: str, fmt: str, out: Path) -> None:
@@ -115,7 +120,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness.config import load_suite
 
     suite = load_suite(args.suite, args.overrides)
-    print_leaderboard(suite, args.metric, args.format, Path(args.out))
+    print_leaderboard(suite, args.metric or default_metric(suite), args.format, Path(args.out))
     return 0
 
 

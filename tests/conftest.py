@@ -65,3 +65,11 @@ def make_suite(tmp_path):
         return suite_from_data(data, "test-suite.yaml")
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from harness.models.tiny import default_cache_dir
+    from harness.models.tokenizer import offline_tokenizer
+
+    return offline_tokenizer(default_cache_dir())

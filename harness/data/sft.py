@@ -94,16 +94,17 @@ def messages(ex: Example) -> list[dict[str, str]]:
 
 
 def encode(tokenizer: Any, ex: Example, max_len: int) -> dict[str, list[int]]:
-    """Chat-formatted token ids; the loss covers only the response (prompt labels are -100)."""
-    prompt_ids = tokenizer.apply_chat_template(messages(ex)[:1], add_generation_prompt=True, tokenize=True)
-    full_ids = tokenizer.apply_chat_template(messages(ex), tokenize=True)
-    prompt_ids = _ids(prompt_ids)
-    full_ids = _ids(full_ids)[:max_len]
-    labels = [-100] * min(len(prompt_ids), len(full_ids)) + full_ids[len(prompt_ids):]
-    if all(label == -100 for label in labels):  # prompt longer than max_len: keep the response tail
-        full_ids = (prompt_ids[: max_len // 2] + _ids(full_ids)[len(prompt_ids):])[:max_len]
-        labels = [-100] * (max_len // 2) + full_ids[max_len // 2:]
-    return {"input_ids": full_ids, "labels": labels}
+    """Chat-formatted token ids; the loss covers only the response (prompt labels are -100).
+
+    Too long: the response keeps at least half of `max_len`, and the prompt is cut from the left so the
+    assistant tag right before the response stays."""
+    prompt_ids = _ids(tokenizer.apply_chat_template(messages(ex)[:1], add_generation_prompt=True, tokenize=True))
+    full_ids = _ids(tokenizer.apply_chat_template(messages(ex), tokenize=True))
+    response = full_ids[len(prompt_ids):]
+    keep_response = min(len(response), max(max_len // 2, max_len - len(prompt_ids)))
+    keep_prompt = min(len(prompt_ids), max_len - keep_response)
+    prompt_part = prompt_ids[len(prompt_ids) - keep_prompt:]
+    return {"input_ids": prompt_part + response[:keep_response], "labels": [-100] * keep_prompt + response[:keep_response]}
 
 
 def _ids(out: Any) -> list[int]:

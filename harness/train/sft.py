@@ -99,7 +99,7 @@ class PolymooTrainer(Trainer):
         else:
             loss = self._combined_step(model, inputs)
         self._guard_non_finite(model)
-        self.step_log["train/loss"] = float(loss)
+        self.step_log["train/loss"] = float(loss.detach())
         return loss.detach()
 
     def _combined_step(self, model, inputs) -> torch.Tensor:

@@ -1,0 +1,114 @@
+"""A suite run end to end on a tiny twin: what lands in MLflow, failure marking and resumption, the leaderboard."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from harness.cli import main
+from harness.leaderboard import aggregate, fetch_runs, to_markdown
+from harness.runner import run_dir_for, run_one
+from harness.tracking import experiment_name
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _history(c: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in c.get_metric_history(run_id, key)]
+
+
+def test_run_logs_everything_a_researcher_needs(tmp_store, make_suite):
+    suite = make_suite(eval={"tasks": ["babel_mc"], "mc_items_per_language": 6})
+    result = run_one(suite, "llama", suite.methods[0], 0)
+    c = MlflowClient(tmp_store)
+    run = c.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    for key in ("polymoo.method", "polymoo.model", "polymoo.suite", "polymoo.seed", "polymoo.git_commit",
+                "polymoo.config_hash"):
+        assert key in tags
+    assert params["train.steps"] == "4" and params["languages.seen"] == "['en', 'fr', 'de']"
+    assert params["version.torch"] and params["run.data_fingerprint"]
+    for lang in ("en", "fr", "de"):
+        assert [s for s, _ in _history(c, result.run_id, f"train/loss/{lang}")] == [1, 2, 3, 4]
+        assert f"eval/acc/{lang}" in metrics
+    for lang in ("en", "fr", "de", "nl"):
+        assert f"eval/loss/{lang}" in metrics and f"eval/ppl/{lang}" in metrics
+    for key in ("eval/acc/seen_mean", "eval/acc/unseen_mean", "eval/loss/seen_mean", "perf/peak_mem_mb",
+                "perf/step_time_s", "perf/tokens_per_s", "train/lr"):
+        assert key in metrics, key
+    seen = [metrics[f"eval/acc/{lang}"] for lang in ("en", "fr", "de")]
+    assert metrics["eval/acc/seen_mean"] == pytest.approx(sum(seen) / 3)
+    artifacts = {a.path for a in c.list_artifacts(result.run_id)}
+    assert {"config.yaml", "versions.json", "eval"} <= artifacts
+    import yaml
+
+    config = yaml.safe_load(open(mlflow.artifacts.download_artifacts(f"{run.info.artifact_uri}/config.yaml")))
+    assert config["train"]["steps"] == 4 and config["methods"] == [{"name": "joint_sft", "options": {}, "label": None}]
+
+
+def test_failed_run_is_marked_and_resumes_from_checkpoint(tmp_store, make_suite):
+    suite = make_suite(train={"steps": 6, "save_every": 2, "fail_at_step": 4})
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        run_one(suite, "llama", suite.methods[0], 0)
+    run_dir = run_dir_for(suite, "llama", suite.methods[0], 0)
+    run_id = (run_dir / "mlflow_run_id").read_text()
+    c = MlflowClient(tmp_store)
+    assert c.get_run(run_id).info.status == "FAILED"
+    assert [s for s, _ in _history(c, run_id, "train/loss/en")] == [1, 2, 3, 4], "logged so far is kept"
+    assert (run_dir / "checkpoints" / "checkpoint-4").exists()
+
+    resumed = make_suite(train={"steps": 6, "save_every": 2})
+    result = run_one(resumed, "llama", resumed.methods[0], 0, resume=True)
+    assert result.run_id == run_id
+    run = c.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["polymoo.resumed"] == "true"
+    steps = [s for s, _ in _history(c, run_id, "train/loss/en")]
+    assert steps == [1, 2, 3, 4, 5, 6], "resumed at step 5 from checkpoint-4, not from scratch"
+    again = run_one(resumed, "llama", resumed.methods[0], 0, resume=True)
+    assert again.status.startswith("SKIPPED")
+
+
+def test_resume_is_equivalent_to_an_uninterrupted_run(tmp_store, make_suite):
+    straight = make_suite(train={"steps": 4, "save_every": 2})
+    a = run_one(straight, "llama", straight.methods[0], 0)
+    broken = make_suite(train={"steps": 4, "save_every": 2, "fail_at_step": 2}, suite={"name": "other"})
+    with pytest.raises(RuntimeError):
+        run_one(broken, "llama", broken.methods[0], 0)
+    fixed = make_suite(train={"steps": 4, "save_every": 2}, suite={"name": "other"})
+    b = run_one(fixed, "llama", fixed.methods[0], 0, resume=True)
+    assert b.metrics["eval/loss/en"] == pytest.approx(a.metrics["eval/loss/en"], rel=1e-5)
+
+
+def test_cli_run_then_leaderboard_from_store_alone(tmp_store, make_suite, tmp_path, capsys):
+    import yaml
+
+    from tests.conftest import BASE_SUITE
+
+    data = {**BASE_SUITE, "output_dir": str(tmp_path / "runs"), "seeds": [0, 1],
+            "eval": {"heldout_loss": True, "tasks": []}}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "lb"
+    assert main(["run", str(path), "--set", "train.steps=2"]) == 0
+    printed = capsys.readouterr().out
+    assert main(["leaderboard", str(path), "--metric", "loss", "--out", str(out)]) == 0
+    table_md = capsys.readouterr().out
+    assert "| llama | joint_sft | 2 |" in table_md
+    runs = fetch_runs("polymoo/test")
+    table = to_markdown(aggregate(runs, "loss", language_order=["en", "fr", "de", "nl"]))
+    assert table in (out / "test_loss.md").read_text() and table.splitlines()[2] in table_md
+    assert "llama" in printed and (out / "test_loss.csv").exists() and (out / "test_loss.html").exists()
+    assert json.loads((tmp_path / "runs" / "test" / "llama" / "joint_sft" / "seed1" / "DONE").read_text())["run_id"]
+
+
+def test_fresh_run_keeps_earlier_run_files(tmp_store, make_suite):
+    suite = make_suite(train={"steps": 1})
+    run_one(suite, "llama", suite.methods[0], 0)
+    run_one(suite, "llama", suite.methods[0], 0)
+    run_dir = run_dir_for(suite, "llama", suite.methods[0], 0)
+    assert len([p for p in run_dir.parent.iterdir() if p.name.startswith("seed0")]) == 2
+    assert experiment_name(suite) == "polymoo/test"
