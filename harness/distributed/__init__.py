@@ -1,1 +1,27 @@
-"""Distributed execution: torchrun launch, process groups, language-per-rank assignment, DDP comm hooks."""
+"""Distributed execution: torchrun launch, process groups, language-per-rank assignment, DDP comm hooks.
+
+Public API:
+- `train_distributed(run, combiner)` — the suite path under torchrun (DDP + hook), see `harness.distributed.train`;
+- `DistSpec`, `dist_spec(combiner)`, `resolve_hook(spec, suite_hook)` — how a gradient method maps to a hook;
+- `HOOKS` (`mean`, `allgather`, `sharded`, `full`, `full_gather`), `HookState`, `comm_hook` — `harness.distributed.hooks`;
+- `assign(N, K, step)` — language-per-rank assignment (`harness.distributed.assignment`);
+- `DistEngine`, `EngineConfig` — the DDP training loop; `simulate` — its single-process twin;
+- `planner` — capacity planner (`polymoo plan SUITE`).
+Imports are lazy so `import harness.distributed` stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["DistSpec", "HOOKS", "dist_spec", "resolve_hook", "train_distributed"]
+
+HOOKS = ("mean", "allgather", "sharded", "full", "full_gather")
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("DistSpec", "dist_spec", "resolve_hook", "train_distributed"):
+        from harness.distributed import train
+
+        return getattr(train, name)
+    raise AttributeError(name)

@@ -147,6 +147,8 @@ class DistEngine:
                 loss.backward()
             loss_total += float(loss.detach())
         self.state.finalize()
+        if cfg.hook == "ddp":  # DDP's built-in all-reduce is not seen by a hook: count what its reducer sends
+            self.counter.add("all_reduce(ddp builtin)", allreduce_bytes(self.grad_bytes, self.world))
         finite = all(bool(torch.isfinite(p.grad).all()) for p in self.params if p.grad is not None)
         if not finite:  # same on every rank: the gradients are identical after synchronisation
             for p in self.params:

@@ -1,0 +1,263 @@
+"""The suite path under torchrun: `train_distributed(run, combiner)` trains `run.model` with DDP and a comm hook.
+
+Selected by `GradientMethod.train` when `run.dist.world_size > 1` (the suite's `distributed.nproc` or `--nproc`).
+What the combiner of a gradient method means here (`DistSpec`):
+- no combiner (joint SFT)  -> hook `mean` (language-balanced ranks, plain averaging);
+- scope `bucket`           -> `distributed.hook` if it is a bucket hook (`sharded`, `allgather`), else `sharded`;
+- scope `global`           -> `distributed.hook` if it is a full-gradient hook (`full`, `full_gather`), else `full`;
+a combiner (or its method options) may name its hook explicitly (`hook`).
+
+Rank 0 owns the MLflow run (per-step metrics, the assignment and DDP's bucket map as artifacts, the resolved hook and
+the collectives' support as params); the other ranks hold a NullTracker. Checkpoints every `train.save_every` steps
+(rank 0 writes, atomically); `--resume` continues from the last one. SIGTERM (torchrun stopping the survivors when a
+rank dies) raises, so the runner marks the MLflow run FAILED with everything logged so far kept; the process-group
+timeout (`distributed.timeout_s`) bounds every collective, so a hung rank fails the run instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from harness.distributed.assignment import assign, check_world, describe
+from harness.distributed.engine import DistEngine, EngineConfig
+from harness.distributed.hooks import BUCKET_HOOKS, GLOBAL_HOOKS
+
+KILL_ENV = "POLYMOO_KILL_RANK_AT_STEP"  # testing aid: "RANK:STEP" -> that rank SIGKILLs itself before step STEP
+CHECKPOINT_PREFIX = "dist-step-"
+
+
+@dataclass(frozen=True)
+class DistSpec:
+    """How a gradient method runs distributed: its weighting, where it applies it, DDP's bucket cap."""
+
+    weighting: str = "mean"
+    weighting_options: dict[str, Any] = field(default_factory=dict)
+    scope: str = "mean"  # "mean" (joint SFT) | "bucket" (Bucket-Level MOO) | "global" (full-gradient baselines)
+    bucket_cap_mb: float = 25.0
+    hook: str | None = None  # explicit hook; None: resolved from the scope and the suite's distributed.hook
+
+
+def dist_spec(combiner: Any) -> DistSpec:
+    """DistSpec of a combiner: None -> mean; an object with `dist_spec` (a DistSpec or a dict), or with the attributes
+    `weighting_name` (or `weighting` as a str), `weighting_options`, `scope`, `bucket_cap_mb`, `hook`."""
+    if combiner is None:
+        return DistSpec()
+    spec = getattr(combiner, "dist_spec", None)
+    if callable(spec) and not isinstance(spec, DistSpec):
+        spec = spec()
+    if isinstance(spec, DistSpec):
+        return spec
+    if isinstance(spec, dict):
+        return DistSpec(**spec)
+    name = getattr(combiner, "weighting_name", None)
+    if name is None and isinstance(getattr(combiner, "weighting", None), str):
+        name = combiner.weighting
+    scope = getattr(combiner, "scope", None)
+    if name is None or scope is None:
+        raise TypeError(f"combiner {combiner!r} cannot run distributed: it must expose `dist_spec` "
+                        "(harness.distributed.DistSpec) or `weighting_name` and `scope` ('bucket' | 'global')")
+    cap = getattr(combiner, "bucket_cap_mb", None)
+    return DistSpec(weighting=name, weighting_options=dict(getattr(combiner, "weighting_options", None) or {}),
+                    scope=scope, bucket_cap_mb=25.0 if cap is None else float(cap), hook=getattr(combiner, "hook", None))
+
+
+def resolve_hook(spec: DistSpec, suite_hook: str) -> str:
+    if spec.scope == "mean":
+        return "mean"
+    allowed = {"bucket": BUCKET_HOOKS, "global": GLOBAL_HOOKS}.get(spec.scope)
+    if allowed is None:
+        raise ValueError(f"unknown scope {spec.scope!r}; expected 'mean', 'bucket' or 'global'")
+    if spec.hook is not None:
+        if spec.hook not in allowed and spec.hook != "mean":
+            raise ValueError(f"hook {spec.hook!r} does not implement scope {spec.scope!r}; use one of {allowed}")
+        return spec.hook
+    return suite_hook if suite_hook in allowed else allowed[0]
+
+
+# -- checkpoints --------------------------------------------------------------------------------------------------
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    root = run_dir / "checkpoints"
+    if not root.exists():
+        return []
+    done = [p for p in root.glob(f"{CHECKPOINT_PREFIX}*") if (p / "COMPLETE").exists()]
+    return sorted(done, key=lambda p: int(p.name.removeprefix(CHECKPOINT_PREFIX)))
+
+
+def save_checkpoint(engine: DistEngine, run_dir: Path, step: int, keep: int = 2) -> Path:
+    root = run_dir / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{CHECKPOINT_PREFIX}{step:06d}"
+    tmp = root / f".tmp-{final.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    torch.save(engine.state_dict(step), tmp / "state.pt")
+    (tmp / "COMPLETE").write_text(str(step))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    for old in checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+class RankTerminated(RuntimeError):
+    pass
+
+
+class _TermGuard:
+    """SIGTERM -> RankTerminated (once), so the failure path (MLflow FAILED) runs before the process dies.
+
+    On any failure inside the guard the run is marked FAILED here at once (the runner marks it again; harmless) and
+    SIGTERM is ignored from then on, so the launcher's stop signal cannot cut the failure path short (torchrun sends
+    SIGKILL after its grace period anyway)."""
+
+    def __init__(self, tracker: Any = None):
+        self.tracker = tracker
+
+    def __enter__(self):
+        self.fired = False
+        self.previous = signal.getsignal(signal.SIGTERM)
+
+        def handler(signum, frame):
+            if self.fired:
+                return
+            self.fired = True
+            raise RankTerminated("received SIGTERM (another rank failed or the launcher stopped the run)")
+
+        signal.signal(signal.SIGTERM, handler)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            signal.signal(signal.SIGTERM, self.previous)
+            return False
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if self.tracker is not None:
+            try:
+                self.tracker.finish("FAILED")
+            except Exception:  # noqa: BLE001 - the original error matters more
+                pass
+        return False
+
+
+def _maybe_kill(rank: int, step: int) -> None:
+    target = os.environ.get(KILL_ENV, "")
+    if target and target == f"{rank}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# -- the suite path -----------------------------------------------------------------------------------------------
+
+
+def train_distributed(run: Any, combiner: Any = None) -> tuple[Any, dict[str, float]]:
+    """Train run.model on the seen languages across the torchrun world; returns (model, summary metrics)."""
+    from harness.data.sft import TokenizedLanguages, collate
+    from harness.distributed.data import make_batch_fn
+    from harness.train.sft import token_losses
+
+    suite, t, dcfg = run.suite, run.suite.train, run.suite.distributed
+    spec = dist_spec(combiner)
+    hook = resolve_hook(spec, dcfg.hook)
+    seen = list(suite.languages.seen)
+    world, rank = dist.get_world_size(), dist.get_rank()
+    check_world(world, len(seen))
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    model = run.model.to(device)
+    dataset = TokenizedLanguages(run.tokenizer, {lang: run.data.train[lang] for lang in seen}, t.max_seq_len)
+    grad_accum = getattr(dcfg, "grad_accum", 1)
+    batch_fn = make_batch_fn(dataset, seen, world, t.batch_size_per_language, grad_accum, run.seed,
+                             collate(run.tokenizer.pad_token_id), device)
+
+    def loss_fn(m: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        sums, counts = token_losses(m, inputs)
+        return sums.sum() / counts.sum().clamp_min(1.0)
+
+    cfg = EngineConfig(hook=hook, weighting=spec.weighting, weighting_options=spec.weighting_options,
+                       bucket_cap_mb=spec.bucket_cap_mb, warmup_steps=dcfg.warmup_steps, grad_accum=grad_accum,
+                       seed=run.seed)
+    engine = DistEngine(model, cfg, t, len(seen), batch_fn, loss_fn)
+    start = 0
+    if run.resume and checkpoints(run.run_dir):
+        last = checkpoints(run.run_dir)[-1]
+        start = engine.load_state_dict(torch.load(last / "state.pt", map_location=device, weights_only=False))
+    tracker = run.tracker
+    assignment_info = describe(world, len(seen), seen, t.steps)
+    if rank == 0:
+        print(f"[polymoo.distributed] world={world} hook={hook} weighting={spec.weighting} scope={spec.scope} "
+              f"assignment={assignment_info['mode']}: {assignment_info['rule']}; first steps {assignment_info['steps']}"
+              + (f"; resumed from step {start}" if start else ""), flush=True)
+        tracker.log_params({"dist.hook": hook, "dist.world_size": world, "dist.scope": spec.scope,
+                            "dist.weighting": spec.weighting, "dist.bucket_cap_mb": spec.bucket_cap_mb,
+                            "dist.grad_accum": grad_accum, "dist.backend": dist.get_backend(),
+                            "dist.collectives": json.dumps(engine.comm.support),
+                            "dist.assignment": assignment_info["mode"]})
+        if engine.comm.fallbacks:
+            print(f"[polymoo.distributed] collective fallbacks: {engine.comm.fallbacks}", flush=True)
+        tracker.log_dict(assignment_info, "dist/assignment.json")
+        if start:
+            tracker.set_tags({"polymoo.resumed_from_step": start})
+    rows: list[dict[str, float]] = []
+    buckets_logged = False
+    with _TermGuard(tracker):
+        for step in range(start, t.steps):
+            _maybe_kill(rank, step)
+            if t.fail_at_step and step == t.fail_at_step:
+                raise RuntimeError(f"train.fail_at_step={t.fail_at_step}: simulated failure after step {step}")
+            metrics = engine.step(step)
+            metrics |= engine.gather_losses(metrics["train/rank_loss"], assign(world, len(seen), step), seen)
+            rows.append(metrics)
+            done = step + 1
+            if rank == 0 and (done % t.log_every == 0 or done == t.steps):
+                tracker.log_metrics({k: v for k, v in metrics.items() if _finite(v) and k != "train/rank_loss"},
+                                    step=done)
+            if rank == 0 and not buckets_logged and engine.state.buckets:
+                tracker.log_dict({str(k): v for k, v in sorted(engine.state.buckets.items())}, "dist/buckets.json")
+                buckets_logged = True
+            if t.save_every and done % t.save_every == 0 and done < t.steps:
+                if rank == 0:
+                    save_checkpoint(engine, run.run_dir, done)
+                dist.barrier()
+    summary = summarize(rows, cfg.warmup_steps - start)
+    peak = torch.tensor([summary.get("perf/peak_mem_mb", 0.0)], dtype=torch.float64, device=device)
+    dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+    summary["perf/peak_mem_mb"] = float(peak)
+    summary["train/skipped_steps"] = float(engine.skipped_steps)
+    summary["dist/world_size"] = float(world)
+    return model, summary
+
+
+def summarize(rows: list[dict[str, float]], warmup_rows: int) -> dict[str, float]:
+    """Run summary: communication means over the steps after warm-up (all steps if none), perf over steps > first."""
+    if not rows:
+        return {}
+    steady = rows[max(warmup_rows, 0):] or rows
+    timed = rows[1:] or rows
+
+    def mean(key: str, over: list[dict[str, float]]) -> float:
+        vals = [r[key] for r in over if key in r and _finite(r[key])]
+        return sum(vals) / len(vals) if vals else float("nan")
+
+    out = {k: mean(k, steady) for k in ("dist/bytes_per_step", "dist/bytes_ratio_allreduce", "dist/hook_time_s")}
+    out["perf/step_time_s"] = mean("perf/step_time_s", timed)
+    out["perf/mean_step_time_s"] = out["perf/step_time_s"]
+    out["perf/peak_mem_mb"] = max(r["perf/peak_mem_mb"] for r in rows)
+    out["train/final_loss"] = rows[-1].get("train/loss", float("nan"))
+    return out
+
+
+def _finite(v: Any) -> bool:
+    import math
+
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
