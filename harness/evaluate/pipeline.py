@@ -1,5 +1,11 @@
-"""The one evaluation every method gets, after `train` returns: held-out loss and MC accuracy per language,
-plus seen / unseen averages."""
+"""The one evaluation every method gets, after `train` returns (and `polymoo eval` on a saved checkpoint):
+held-out loss / perplexity and multiple-choice scores per language, plus seen / unseen averages.
+
+Metric names (the leaderboard depends only on these): `eval/<metric>/<lang>` and
+`eval/<metric>/{seen,unseen}_mean`, for metric in loss, ppl, acc (local tasks), bench and one per lm-eval
+task family (see `harness.evaluate.mc`). The raw lm-eval output is written to `eval_results.json` and
+logged as an artifact.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from typing import Any
 from harness.config import Suite
 from harness.data.sft import LanguageData
 from harness.evaluate.heldout import heldout_loss
-from harness.evaluate.mc import accuracies, run_lm_eval, write_tasks
+from harness.evaluate.mc import LOCAL_TASKS, accuracies, benchmark_scores, check_task_languages, run_lm_eval, write_tasks
 
 
 def group_means(metrics: dict[str, float], seen: tuple[str, ...], unseen: tuple[str, ...]) -> dict[str, float]:
@@ -25,26 +31,42 @@ def group_means(metrics: dict[str, float], seen: tuple[str, ...], unseen: tuple[
     return out
 
 
-def evaluate_model(suite: Suite, model: Any, tokenizer: Any, data: LanguageData, out_dir: Path,
-                   tracker: Any = None) -> dict[str, float]:
+def check_eval_config(suite: Suite, extra_tasks: dict[str, str | None] | None = None) -> dict[str, str]:
+    """Validate the suite's eval section before anything runs; returns the lm-eval task -> language map.
+
+    Raises ValueError for an unknown local task, or an lm-eval task without a known language.
+    """
+    unknown = [t for t in suite.eval.tasks if t not in LOCAL_TASKS]
+    if unknown:
+        raise ValueError(f"{suite.source}: eval.tasks: unknown task(s) {unknown}; polymoo generates "
+                         f"{', '.join(LOCAL_TASKS)}; lm-eval's own tasks go in eval.lm_eval_tasks as TASK: LANGUAGE")
+    mapping: dict[str, str | None] = {**suite.eval.lm_eval_tasks, **(extra_tasks or {})}
+    check_task_languages(mapping)
+    return {t: str(lang) for t, lang in mapping.items()}
+
+
+def evaluate_model(suite: Suite, model: Any, tokenizer: Any, data: LanguageData | None, out_dir: Path,
+                   tracker: Any = None, extra_tasks: dict[str, str | None] | None = None) -> dict[str, float]:
+    """Evaluate `model` on every language of the suite; returns the metrics (and logs the raw output)."""
     langs = suite.languages
+    bench_tasks = check_eval_config(suite, extra_tasks)
     metrics: dict[str, float] = {}
     raw: dict[str, Any] = {}
-    if suite.eval.heldout_loss:
+    if suite.eval.heldout_loss and data is not None:
         metrics |= heldout_loss(model, tokenizer, {lang: data.heldout[lang] for lang in langs.all},
                                 suite.train.max_seq_len, suite.eval.batch_size)
     if "babel_mc" in suite.eval.tasks:
-        mapping = write_tasks(list(langs.all), out_dir / "lm_eval_tasks", suite.eval.mc_items_per_language)
-        results = run_lm_eval(model, tokenizer, list(mapping), out_dir / "lm_eval_tasks", suite.eval.batch_size,
-                              suite.eval.limit)
+        task_dir = out_dir / "lm_eval_tasks"
+        mapping = write_tasks(list(langs.all), task_dir, suite.eval.mc_items_per_language)
+        results = run_lm_eval(model, tokenizer, list(mapping), task_dir, suite.eval.batch_size, suite.eval.limit)
         raw["babel_mc"] = results["results"]
         metrics |= accuracies(results, mapping)
-    if suite.eval.lm_eval_tasks:
-        mapping = dict(suite.eval.lm_eval_tasks)
-        results = run_lm_eval(model, tokenizer, list(mapping), None, suite.eval.batch_size, suite.eval.limit,
+    if bench_tasks:
+        results = run_lm_eval(model, tokenizer, list(bench_tasks), None, suite.eval.batch_size, suite.eval.limit,
                               include_defaults=True)
         raw["lm_eval"] = results["results"]
-        metrics |= accuracies(results, mapping)
+        raw["lm_eval_languages"] = bench_tasks
+        metrics |= benchmark_scores(results, bench_tasks)
     metrics |= group_means(metrics, langs.seen, langs.unseen)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "eval_results.json").write_text(json.dumps({"metrics": metrics, "lm_eval": raw}, indent=2, default=str))

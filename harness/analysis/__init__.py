@@ -1,0 +1,1 @@
+"""Representation analyses of trained models (separability of languages in hidden states)."""
