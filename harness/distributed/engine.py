@@ -40,6 +40,8 @@ class EngineConfig:
     warmup_steps: int = 1  # steps with plain averaging while DDP rebuilds its buckets
     grad_accum: int = 1
     seed: int = 0
+    normalize: str = "none"  # per-block gradient normalisation before the solve (harness.moo.combiners)
+    output_scale: str = "raw"  # raw | mean_norm (harness.moo.combiners)
 
     def __post_init__(self) -> None:
         if self.hook not in (*HOOKS, "ddp"):
@@ -102,12 +104,12 @@ class DistEngine:
         self.counter = CommCounter(self.world)
         self.comm = Comm(group, self.counter)
         weighting = None
-        if cfg.weighting != "mean" or cfg.weighting_options:
+        if cfg.weighting != "mean" or cfg.weighting_options or cfg.normalize != "none" or cfg.output_scale != "raw":
             from harness.moo import weighting as make_weighting
 
             weighting = make_weighting(cfg.weighting, **cfg.weighting_options)
         self.state = HookState(comm=self.comm, hook=cfg.hook if cfg.hook != "ddp" else "mean", weighting=weighting,
-                               seed=cfg.seed, names={id(p): n for n, p in model.named_parameters()})
+                               seed=cfg.seed, normalize=cfg.normalize, output_scale=cfg.output_scale, names={id(p): n for n, p in model.named_parameters()})
         if cfg.hook != "ddp":
             register(self.ddp, self.state)
         self.params = [p for p in model.parameters() if p.requires_grad]

@@ -18,7 +18,7 @@ Every rank holds the gradient of ONE language (or one member of a language group
 
 Every hook runs plain averaging during the warm-up steps (DDP rebuilds its buckets after iteration 0, as PyTorch's
 PowerSGD hook does). PCGrad's projection order comes from `harness.seeding.generator(seed, "pcgrad", step, bucket)`
-(bucket = "global" for the full-gradient hooks), identical on every rank. Collectives are synchronous inside the hook
+(bucket = 0 for the full-gradient hooks, as the single-process whole-vector combiner), identical on every rank. Collectives are synchronous inside the hook
 (no host synchronisation is added by the solve; the weightings are pure tensor code); the hook returns a completed
 future. Replicas stay bit-identical because every rank ends with the same all-gathered / all-reduced values.
 """
@@ -41,6 +41,7 @@ from harness.seeding import generator
 HOOKS = ("mean", "allgather", "sharded", "full", "full_gather")
 BUCKET_HOOKS = ("allgather", "sharded")
 GLOBAL_HOOKS = ("full", "full_gather")
+GLOBAL_KEY = 0  # generator key of the whole-vector solve: the single-process whole combiner's block index
 
 
 @dataclass
@@ -58,6 +59,8 @@ class HookState:
     hook: str
     weighting: Callable[..., torch.Tensor] | None  # harness.moo weighting; None = mean
     seed: int = 0
+    normalize: str = "none"  # harness.moo.combiners conventions, so DDP and single-process runs agree
+    output_scale: str = "raw"
     names: dict[int, str] = field(default_factory=dict)  # id(param) -> name, to record DDP's buckets
     step: int = 0
     warmup: bool = True
@@ -84,8 +87,8 @@ class HookState:
         if self.weighting is None:
             k = gram.shape[0]
             return torch.full((k,), 1.0 / k, dtype=torch.float64, device=gram.device)
-        gen_device = gram.device if gram.device.type == "cuda" else "cpu"
-        coeffs = self.weighting(gram, generator=generator(self.seed, "pcgrad", self.step, key, device=gen_device))
+        coeffs = block_coefficients(gram, self.weighting, self.normalize, self.output_scale,
+                                    generator(self.seed, "pcgrad", self.step, key))
         self.coeffs[str(key)] = coeffs
         return coeffs
 
@@ -103,7 +106,7 @@ class HookState:
         if self.hook == "full":
             gram = gram.clone()
             self.comm.all_reduce(gram, name="all_reduce(gram)")
-        coeffs = self.solve(gram, "global")
+        coeffs = self.solve(gram, GLOBAL_KEY)
         for kept in self._kept:
             from harness.moo import combine
 
@@ -113,6 +116,17 @@ class HookState:
             _write_grads(kept.params, d[: kept.numel])
         self._kept = []
         self.comm.counter.hook_time_s += time.perf_counter() - t0
+
+
+def block_coefficients(gram, fn, normalize="none", output_scale="raw", gen=None) -> torch.Tensor:
+    """The single-process combiners' coefficient rule (normalize / output_scale) when harness.moo.combiners exists."""
+    try:
+        from harness.moo.combiners import block_coefficients as shared
+    except ImportError:
+        if normalize != "none" or output_scale != "raw":
+            raise
+        return fn(gram, generator=gen).to(torch.float64)
+    return shared(gram, fn, normalize, output_scale, gen)
 
 
 def _write_grads(params: list[torch.nn.Parameter], flat: torch.Tensor) -> None:

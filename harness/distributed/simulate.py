@@ -16,7 +16,7 @@ import torch
 from harness.config import TrainConfig
 from harness.distributed.assignment import assign
 from harness.distributed.engine import BatchFn, EngineConfig, LossFn, build_optimizer, build_scheduler
-from harness.distributed.hooks import BUCKET_HOOKS, GLOBAL_HOOKS
+from harness.distributed.hooks import BUCKET_HOOKS, GLOBAL_HOOKS, GLOBAL_KEY, block_coefficients
 from harness.seeding import generator
 
 
@@ -50,6 +50,9 @@ def simulate(model: torch.nn.Module, cfg: EngineConfig, train: TrainConfig, worl
     optimizer = build_optimizer(model, train)
     scheduler = build_scheduler(optimizer, train)
     hook = "mean" if cfg.hook == "ddp" else cfg.hook
+
+    def solve(g: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return block_coefficients(g, weighting, cfg.normalize, cfg.output_scale, gen)
     for step in range(steps):
         a = assign(world, n_languages, step)
         rank_grads = []
@@ -68,11 +71,11 @@ def simulate(model: torch.nn.Module, cfg: EngineConfig, train: TrainConfig, worl
                                           for lang in langs]) for n, _ in named}
             flat = flatten_by_plan(lang_grads, plan, batch_dims=1)  # per bucket (K_eff, P_b)
             if hook in BUCKET_HOOKS:
-                dirs = [combine(rows, weighting(gram(rows), generator=generator(cfg.seed, "pcgrad", step, b.index)))
+                dirs = [combine(rows, solve(gram(rows), generator(cfg.seed, "pcgrad", step, b.index)))
                         for b, rows in zip(plan, flat)]
             elif hook in GLOBAL_HOOKS:
                 total = sum(gram(rows) for rows in flat)
-                coeffs = weighting(total, generator=generator(cfg.seed, "pcgrad", step, "global"))
+                coeffs = solve(total, generator(cfg.seed, "pcgrad", step, GLOBAL_KEY))
                 dirs = [combine(rows, coeffs) for rows in flat]
             else:
                 raise ValueError(f"unknown hook {hook!r}")

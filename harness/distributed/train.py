@@ -44,6 +44,8 @@ class DistSpec:
     scope: str = "mean"  # "mean" (joint SFT) | "bucket" (Bucket-Level MOO) | "global" (full-gradient baselines)
     bucket_cap_mb: float = 25.0
     hook: str | None = None  # explicit hook; None: resolved from the scope and the suite's distributed.hook
+    normalize: str = "none"  # harness.moo.combiners conventions
+    output_scale: str = "raw"
 
 
 def dist_spec(combiner: Any) -> DistSpec:
@@ -67,7 +69,8 @@ def dist_spec(combiner: Any) -> DistSpec:
                         "(harness.distributed.DistSpec) or `weighting_name` and `scope` ('bucket' | 'global')")
     cap = getattr(combiner, "bucket_cap_mb", None)
     return DistSpec(weighting=name, weighting_options=dict(getattr(combiner, "weighting_options", None) or {}),
-                    scope=scope, bucket_cap_mb=25.0 if cap is None else float(cap), hook=getattr(combiner, "hook", None))
+                    scope=scope, bucket_cap_mb=25.0 if cap is None else float(cap), hook=getattr(combiner, "hook", None),
+                    normalize=getattr(combiner, "normalize", "none"), output_scale=getattr(combiner, "output_scale", "raw"))
 
 
 def resolve_hook(spec: DistSpec, suite_hook: str) -> str:
@@ -184,7 +187,7 @@ def train_distributed(run: Any, combiner: Any = None) -> tuple[Any, dict[str, fl
 
     cfg = EngineConfig(hook=hook, weighting=spec.weighting, weighting_options=spec.weighting_options,
                        bucket_cap_mb=spec.bucket_cap_mb, warmup_steps=dcfg.warmup_steps, grad_accum=grad_accum,
-                       seed=run.seed)
+                       seed=run.seed, normalize=spec.normalize, output_scale=spec.output_scale)
     engine = DistEngine(model, cfg, t, len(seen), batch_fn, loss_fn)
     start = 0
     if run.resume and checkpoints(run.run_dir):

@@ -62,7 +62,8 @@ def test_two_ranks_every_hook(tmp_path):
     """N = K = 2: bit-identical replicas; mean == plain DDP; MOO hooks == single-process simulation; bytes."""
     runs = [{"name": h, "hook": h} for h in ("ddp", "mean", *MOO_HOOKS)]
     runs += [{"name": "sharded_cagrad_accum", "hook": "sharded", "weighting": "cagrad", "grad_accum": 2},
-             {"name": "allgather_pcgrad", "hook": "allgather", "weighting": "pcgrad"}]
+             {"name": "allgather_pcgrad", "hook": "allgather", "weighting": "pcgrad"},
+             {"name": "sharded_l2_meannorm", "hook": "sharded", "normalize": "l2", "output_scale": "mean_norm"}]
     spawn(hook_worker, 2, str(tmp_path), runs)
     results = {r["name"]: _load(tmp_path, r["name"]) for r in runs}
     for name, res in results.items():
@@ -70,7 +71,7 @@ def test_two_ranks_every_hook(tmp_path):
         assert res["support"] == {"all_to_all_single": "native", "all_gather_single": "native"}
         _check_bytes(res, 2)
     assert _max_diff(results["mean"]["state"], results["ddp"]["state"]) == 0.0
-    for name in (*MOO_HOOKS, "sharded_cagrad_accum", "allgather_pcgrad"):
+    for name in (*MOO_HOOKS, "sharded_cagrad_accum", "allgather_pcgrad", "sharded_l2_meannorm"):
         assert _max_diff(results[name]["state"], _simulated(results[name], 2)) < 1e-5, name
     # the MOO hooks really change the update (not a disguised mean), and bucket MOO differs from global MOO
     assert _max_diff(results["sharded"]["state"], results["mean"]["state"]) > 1e-3
