@@ -129,7 +129,7 @@ class Comm:
             dist.all_to_all_single(out, t, group=self.group)
             self.counter.add(name, alltoall_bytes(_nbytes(t), self.world))
             return out
-        full = self.all_gather(t, name=f"{name}(fallback all_gather)").view(self.world, self.world, -1)
+        full = self.all_gather(t, name=f"{name}.fallback_all_gather").view(self.world, self.world, -1)
         return full[:, self.rank].reshape(-1).clone()
 
 

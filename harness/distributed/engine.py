@@ -150,7 +150,7 @@ class DistEngine:
             loss_total += float(loss.detach())
         self.state.finalize()
         if cfg.hook == "ddp":  # DDP's built-in all-reduce is not seen by a hook: count what its reducer sends
-            self.counter.add("all_reduce(ddp builtin)", allreduce_bytes(self.grad_bytes, self.world))
+            self.counter.add("all_reduce.ddp_builtin", allreduce_bytes(self.grad_bytes, self.world))
         finite = all(bool(torch.isfinite(p.grad).all()) for p in self.params if p.grad is not None)
         if not finite:  # same on every rank: the gradients are identical after synchronisation
             for p in self.params:
@@ -184,7 +184,7 @@ class DistEngine:
     def gather_losses(self, rank_loss: float, assignment: StepAssignment, languages: list[str]) -> dict[str, float]:
         """Per-language training loss of the step (mean over the language's ranks); a logging-only all-gather."""
         t = torch.tensor([rank_loss], dtype=torch.float64, device=self._device())
-        out = self.comm.all_gather(t, name="aux:losses").cpu()
+        out = self.comm.all_gather(t, name="aux.losses").cpu()
         per: dict[str, list[float]] = {}
         for r, lang in enumerate(assignment.rank_language):
             per.setdefault(languages[lang], []).append(float(out[r]))

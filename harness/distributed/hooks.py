@@ -105,14 +105,14 @@ class HookState:
         gram = self._gram
         if self.hook == "full":
             gram = gram.clone()
-            self.comm.all_reduce(gram, name="all_reduce(gram)")
+            self.comm.all_reduce(gram, name="all_reduce.gram")
         coeffs = self.solve(gram, GLOBAL_KEY)
         for kept in self._kept:
             from harness.moo import combine
 
             d = combine(kept.rows, coeffs)
             if self.hook == "full":
-                d = self.comm.all_gather(d, name="all_gather(slices)")
+                d = self.comm.all_gather(d, name="all_gather.slices")
             _write_grads(kept.params, d[: kept.numel])
         self._kept = []
         self.comm.counter.hook_time_s += time.perf_counter() - t0
@@ -158,7 +158,7 @@ def _sharded_rows(state: HookState, buf: torch.Tensor) -> torch.Tensor:
     c = math.ceil(buf.numel() / n)
     padded = buf.new_zeros(n * c)
     padded[: buf.numel()] = buf
-    recv = state.comm.all_to_all(padded, name="all_to_all(slices)")
+    recv = state.comm.all_to_all(padded, name="all_to_all.slices")
     return state.language_rows(recv.view(n, c))
 
 
@@ -179,23 +179,23 @@ def comm_hook(state: HookState, bucket: dist.GradBucket) -> torch.futures.Future
         from harness.moo import combine
 
         if state.hook == "allgather":
-            gathered = state.comm.all_gather(buf, name="all_gather(bucket)").view(state.comm.world, -1)
+            gathered = state.comm.all_gather(buf, name="all_gather.bucket").view(state.comm.world, -1)
             rows = state.language_rows(gathered)
             coeffs = state.solve(_gram(rows), bucket.index())
             buf.copy_(combine(rows, coeffs))
             return _done(buf)
         if state.hook == "sharded":
             rows = _sharded_rows(state, buf)
-            gram = state.comm.all_reduce(_gram(rows), name="all_reduce(gram)")
+            gram = state.comm.all_reduce(_gram(rows), name="all_reduce.gram")
             coeffs = state.solve(gram, bucket.index())
-            full = state.comm.all_gather(combine(rows, coeffs), name="all_gather(slices)")
+            full = state.comm.all_gather(combine(rows, coeffs), name="all_gather.slices")
             buf.copy_(full[: buf.numel()])
             return _done(buf)
         if state.hook in GLOBAL_HOOKS:
             if state.hook == "full":
                 rows = _sharded_rows(state, buf)
             else:
-                gathered = state.comm.all_gather(buf, name="all_gather(bucket)").view(state.comm.world, -1)
+                gathered = state.comm.all_gather(buf, name="all_gather.bucket").view(state.comm.world, -1)
                 rows = state.language_rows(gathered)
             partial = _gram(rows)
             state._gram = partial if state._gram is None else state._gram + partial

@@ -1,0 +1,83 @@
+"""Communication / memory benchmark of the hooks on CPU (gloo): one process group per (hook, N), a Llama-architecture
+model large enough that gradient memory shows in the resident set (~26 M parameters, 105 MB in float32).
+
+`run_bench(hook, world, out)` spawns `world` ranks; each records the RSS before the model exists, trains a few steps
+(the first is the plain all-reduce warm-up) and reports bytes per step per collective (after warm-up), hook time,
+step time and peak memory (kernel peak RSS: VmHWM). Rank 0 writes the JSON record.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+BENCH_MODEL = {"vocab": 8192, "hidden": 512, "layers": 6, "intermediate": 1408}
+BENCH_RUN = {"languages": 2, "steps": 3, "per_rank": 2, "seq_len": 64, "bucket_cap_mb": 25.0, "weighting": "mgda",
+             "warmup_steps": 1}
+
+
+def bench_worker(rank: int, world: int, out_file: str, hook: str, spec: dict[str, Any]) -> None:
+    from harness.config import TrainConfig
+    from harness.distributed.accounting import current_rss_mb, peak_memory_mb, reset_peak_memory
+    from harness.distributed.data import synthetic_batch_fn
+    from harness.distributed.engine import DistEngine, EngineConfig, token_mean_loss
+    from harness.distributed.workers import micro_llama
+
+    run = {**BENCH_RUN, **spec.get("run", {})}
+    model_spec = {**BENCH_MODEL, **spec.get("model", {})}
+    dist.barrier()
+    base_rss = current_rss_mb()
+    reset_peak_memory()
+    model = micro_llama(seed=0, **model_spec)
+    train = TrainConfig(steps=run["steps"], lr=1e-4, schedule="constant", max_grad_norm=1.0)
+    cfg = EngineConfig(hook=hook, weighting=run["weighting"], bucket_cap_mb=run["bucket_cap_mb"],
+                       warmup_steps=run["warmup_steps"], seed=0)
+    batch_fn = synthetic_batch_fn(model_spec["vocab"], run["seq_len"], run["per_rank"], 0, run["languages"])
+    engine = DistEngine(model, cfg, train, run["languages"], batch_fn, token_mean_loss)
+    rows = [engine.step(s) for s in range(train.steps)]
+    steady = rows[run["warmup_steps"]:]
+    peak = peak_memory_mb()
+    peaks = [None] * world
+    dist.all_gather_object(peaks, {"peak_mb": peak, "base_mb": base_rss})
+    if rank != 0:
+        return
+
+    def mean(key: str) -> float:
+        return sum(r[key] for r in steady) / len(steady)
+
+    per_collective = {k.removeprefix("dist/bytes/"): v for k, v in steady[-1].items() if k.startswith("dist/bytes/")}
+    record = {
+        "hook": hook, "world_size": world, "languages": run["languages"], "weighting": run["weighting"],
+        "backend": dist.get_backend(), "collectives": engine.comm.support,
+        "model": {"arch": "llama", **model_spec, "params": sum(p.numel() for p in model.parameters()),
+                  "grad_bytes": engine.grad_bytes},
+        "bucket_cap_mb": run["bucket_cap_mb"], "buckets": len(engine.state.buckets),
+        "bucket_numel": [sum(dict(model.named_parameters())[n].numel() for n in names)
+                         for _, names in sorted(engine.state.buckets.items())],
+        "bucket_names": {str(k): v for k, v in sorted(engine.state.buckets.items())},
+        "batch": {"per_rank": run["per_rank"], "seq_len": run["seq_len"]},
+        "steps": run["steps"], "warmup_steps": run["warmup_steps"],
+        "bytes_per_step": mean("dist/bytes_per_step"), "bytes_per_collective": per_collective,
+        "bytes_ratio_allreduce": mean("dist/bytes_ratio_allreduce"),
+        "hook_time_s": mean("dist/hook_time_s"), "step_time_s": mean("perf/step_time_s"),
+        "peak_mem_mb": max(p["peak_mb"] for p in peaks),
+        "peak_mem_delta_mb": max(p["peak_mb"] - p["base_mb"] for p in peaks),
+        "base_rss_mb": max(p["base_mb"] for p in peaks),
+        "per_rank_memory": peaks,
+        "device": f"cpu ({platform.processor() or platform.machine()}), torch {torch.__version__}, gloo",
+        "recorded": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    Path(out_file).write_text(json.dumps(record, indent=2))
+
+
+def run_bench(hook: str, world: int, out_file: str | Path, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    from harness.distributed.workers import spawn
+
+    spawn(bench_worker, world, str(out_file), hook, spec or {}, timeout_s=600)
+    return json.loads(Path(out_file).read_text())
