@@ -50,7 +50,7 @@ After examining the user's instruction and the response:
 _NUM = r"([-+]?\d+(?:[.,]\d+)?)"
 _LABELLED = re.compile(r"score\s*\**\s*(?:[:=\-]\s*)?\**\s*" + _NUM + r"(?:\s*(?:/|out\s+of)\s*5(?:[.,]0)?)?",
                        re.IGNORECASE)
-_FRACTION = re.compile(_NUM + r"\s*(?:/|out\s+of)\s*5(?![\d.])", re.IGNORECASE)
+_FRACTION = re.compile(_NUM + r"\s*(?:/|out\s+of)\s*5(?!\d|[.,]\d)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
