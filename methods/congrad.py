@@ -48,7 +48,8 @@ class CongradOptions(LoopOptions):
     rank: int = option(256, "reconstruction",
                        "compressed dimension (sparse, gaussian) or per-matrix sketch rank r (lowrank: r x r per matrix)")
     sparse_nnz: int = option(4, "reconstruction", "non-zeros per column of the sparse projection")
-    projection_chunk: int = option(65536, "harness", "columns of the projection regenerated at a time")
+    projection_chunk: int = option(0, "harness", "columns of the projection regenerated at a time "
+                                                  "(0: auto, a block of about 16 MiB)")
     ema_decay: float = option(0.9, "reconstruction", "decay of the per-language EMA of compressed gradients")
     ema_batch_size: int = option(4, "reconstruction", "pairs per EMA update (mini-batch mean of the compressed gradients)")
     ema_across_iterations: bool = option(True, "reconstruction", "keep the EMAs from one iteration to the next")
@@ -64,7 +65,9 @@ class CongradOptions(LoopOptions):
             out.append(("keep_ratio", f"expected a number in (0, 1], got {self.keep_ratio}"))
         if self.compression not in COMPRESSIONS:
             out.append(("compression", f"expected one of {list(COMPRESSIONS)}, got {self.compression!r}"))
-        for key in ("rank", "sparse_nnz", "projection_chunk", "ema_batch_size", "jvp_batch_size"):
+        if self.projection_chunk < 0:
+            out.append(("projection_chunk", f"expected >= 0 (0: auto), got {self.projection_chunk}"))
+        for key in ("rank", "sparse_nnz", "ema_batch_size", "jvp_batch_size"):
             if getattr(self, key) <= 0:
                 out.append((key, f"expected a positive integer, got {getattr(self, key)}"))
         if not 0 <= self.ema_decay < 1:

@@ -240,8 +240,19 @@ class LowRankPerMatrix(Compressor):
         return biggest * BYTES
 
 
-def make_compressor(name: str, layout: ParamLayout, rank: int, seed: int, chunk: int = 1 << 16,
+def default_chunk(name: str, rank: int, nnz: int = 4) -> int:
+    """Columns regenerated at a time: a Gaussian block of about 2**22 floats (16 MiB); sparse: 65,536 columns
+    (2·nnz·65,536 numbers, 2 MiB at nnz = 4)."""
+    if name == "gaussian":
+        return max(1024, (1 << 22) // rank)
+    return 1 << 16
+
+
+def make_compressor(name: str, layout: ParamLayout, rank: int, seed: int, chunk: int | None = None,
                     nnz: int = 4) -> Compressor:
+    """`chunk` (columns of the projection regenerated at a time): None or <= 0 = `default_chunk`."""
+    if name in ("gaussian", "sparse") and (chunk is None or chunk <= 0):
+        chunk = default_chunk(name, rank, nnz)
     if name == "none":
         return Identity(layout, rank, seed)
     if name == "gaussian":

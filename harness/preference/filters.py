@@ -303,10 +303,9 @@ class CongradFilter:
             lifted = comp.lift(d.to(device))
             scores = jvp_scores(model, ctx.tokenizer, list(pairs), lifted, ctx.beta, ctx.alpha, ctx.max_length,
                                 self.jvp_batch_size).cpu()
-            # the loss gradient points uphill: a pair helps along d when −g_i·d > 0; same sign convention as explicit
         score_seconds = time.perf_counter() - t1
         model.train(was_training)
-        # d and g_i are loss gradients; alignment = +g_i·d (both are ascent directions of their losses).
+        # d and g_i are both loss gradients (ascent directions): alignment is +g_i·d, for either scorer.
         keep = [False] * len(pairs)
         score_list = [float(s) for s in scores]
         for lang, idx in groups.items():

@@ -37,7 +37,7 @@ def ctx_for(model, tok, iteration=1, seed=0, alpha=0.01):
 
 
 def make_filter(**kw):
-    base = dict(keep_ratio=0.5, threshold=None, compression="none", rank=64, nnz=4, chunk=1 << 16, ema_decay=0.9,
+    base = dict(keep_ratio=0.5, threshold=None, compression="none", rank=64, nnz=4, chunk=0, ema_decay=0.9,
                 ema_batch_size=2, ema_across_iterations=True, pcgrad_reduction="sum", scorer="explicit",
                 score="cosine", jvp_batch_size=4)
     base.update(kw)
