@@ -190,7 +190,7 @@ def _replace_dir(tmp: Path, final: Path) -> None:
 
 def reproduce(paper: str, scale: str, overrides: list[str] | None = None, methods: list[str] | None = None,
               from_mlflow: bool = False, out_root: Path | None = None, with_separability: bool = True,
-              log: bool = True, suite_path: Path | None = None) -> Path:
+              log: bool = True, suite_path: Path | None = None, resume: bool = False) -> Path:
     """Run (or read) the paper's suite at `scale` and write the report; returns the report folder."""
     from harness.evaluate.claims import evaluate_claim, load_claims
     from harness.evaluate.pipeline import check_eval_config
@@ -208,7 +208,7 @@ def reproduce(paper: str, scale: str, overrides: list[str] | None = None, method
         from harness.runner import run_suite
 
         suite = replace(suite, train=replace(suite.train, save_model=suite.train.save_model or with_separability))
-        run_suite(suite)
+        run_suite(suite, resume=resume)
         runs = select_runs(suite, suite_runs(suite))
     reference = claims.get("reference", "joint_sft")
     tables = _tables(suite, runs, reference)

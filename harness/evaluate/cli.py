@@ -1,7 +1,7 @@
 """Sub-commands `eval`, `reproduce` and `analyze` (loaded by harness.cli when this module exists).
 
     polymoo eval CHECKPOINT --suite SUITE [--task TASK=LANG ...] [--out DIR] [--no-log] [--set k=v ...]
-    polymoo reproduce bkmoo|congrad [--scale tiny|full] [--method NAME ...] [--from-mlflow] [--set k=v ...]
+    polymoo reproduce bkmoo|congrad [--scale tiny|full] [--method NAME ...] [--from-mlflow | --resume] [--set k=v ...]
     polymoo analyze separability --model PATH_OR_NAME [--after RUN_DIR] [--languages en,fr,...]
 """
 
@@ -39,6 +39,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="only these methods of the suite (name or label; repeatable)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--from-mlflow", action="store_true", help="read the suite's existing runs instead of training")
+    p.add_argument("--resume", action="store_true", help="keep finished runs of an interrupted reproduce, train the rest")
     p.add_argument("--no-separability", action="store_true", help="skip the per-layer separability analysis")
     p.add_argument("--out", default=None, help="report root (default results/reproduce)")
 
@@ -79,7 +80,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from harness.reproduce import reproduce
 
     out = reproduce(args.paper, args.scale, args.overrides, args.methods or None, args.from_mlflow,
-                    Path(args.out) if args.out else None, with_separability=not args.no_separability)
+                    Path(args.out) if args.out else None, with_separability=not args.no_separability,
+                    resume=args.resume)
     print((out / "report.md").read_text())
     print(f"report: {out / 'report.md'}")
     return 0
