@@ -1,0 +1,72 @@
+"""`polymoo plan SUITE`: the capacity planner's table for the suite's models at full scale (meta device, no weights).
+
+    polymoo plan suites/bkmoo_paper.yaml [--nproc 8,16,64] [--languages K] [--bucket-cap-mb 25] [--seq 1024]
+                 [--batch 1] [--no-checkpointing] [--out results/planner]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness.cli import PARSER_HOOKS, command
+
+
+def _add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="predict bytes and memory per rank for the suite's base LLMs (N = 8 … 64)")
+    p.add_argument("suite", help="suite YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--nproc", default="8,16,64", help="comma-separated world sizes (default 8,16,64)")
+    p.add_argument("--languages", type=int, default=None, help="languages K (default: the suite's seen languages)")
+    p.add_argument("--bucket-cap-mb", type=float, default=None,
+                   help="DDP bucket cap (default: the suite's bkmoo bucket_cap_mb, else 25)")
+    p.add_argument("--batch", type=int, default=None, help="per-rank micro-batch (default: train.batch_size_per_language)")
+    p.add_argument("--seq", type=int, default=None, help="sequence length (default: train.max_seq_len)")
+    p.add_argument("--no-checkpointing", action="store_true", help="activations without activation checkpointing")
+    p.add_argument("--out", default="results/planner", help="folder for <suite>.md / .csv / _claim.json")
+
+
+PARSER_HOOKS.append(_add_parser)
+
+
+def _catalog_key(name: str) -> str:
+    from harness.models.catalog import ALIASES, CATALOG
+
+    key = ALIASES.get(name, name.removeprefix("tiny-"))
+    key = ALIASES.get(key, key)
+    if key not in CATALOG:
+        raise ValueError(f"planner: no config for model {name!r}; known: {', '.join(CATALOG)}")
+    return key
+
+
+@command("plan")
+def cmd_plan(args: argparse.Namespace) -> int:
+    from harness.config import load_suite
+    from harness.distributed.planner import Workload, config_path, plan_rows, to_markdown, write_plan, closest_to_claim
+
+    suite = load_suite(args.suite, args.overrides)
+    models = []
+    for name in suite.models:
+        key = _catalog_key(name)
+        try:
+            config_path(key)
+        except KeyError as err:
+            print(f"polymoo plan: skipping {name}: {err}")
+            continue
+        if key not in models:
+            models.append(key)
+    caps = [float(m.options["bucket_cap_mb"]) for m in suite.methods if "bucket_cap_mb" in m.options]
+    cap = args.bucket_cap_mb or (caps[0] if caps else 25.0)
+    worlds = [int(x) for x in args.nproc.split(",") if x.strip()]
+    k = args.languages or len(suite.languages.seen)
+    wl = Workload(batch=args.batch or suite.train.batch_size_per_language, seq=args.seq or suite.train.max_seq_len,
+                  checkpointing=not args.no_checkpointing)
+    lora = None
+    if suite.train.lora is not None:
+        lora = {"rank": suite.train.lora.rank, "alpha": suite.train.lora.alpha,
+                "target_modules": list(suite.train.lora.target_modules)}
+    rows = plan_rows(models, worlds, k, cap, lora=lora, wl=wl)
+    paths = write_plan(Path(args.out), suite.suite.name, rows, wl, cap)
+    print(to_markdown(rows, closest_to_claim(rows), wl, cap))
+    print(f"\nwritten: {', '.join(str(p) for p in paths.values())}")
+    return 0
