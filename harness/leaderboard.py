@@ -65,7 +65,7 @@ def _num(x: float, digits: int) -> str:
 
 
 @dataclass
-class Test:
+class SigTest:
     """Δ against the reference and its significance (p is NaN when fewer than 3 seeds on a side)."""
 
     delta: float = math.nan
@@ -83,15 +83,15 @@ class Row:
     method: str
     seeds: int
     cells: dict[str, Cell]
-    tests: dict[str, Test] = field(default_factory=dict)  # group ('seen_mean'...) -> Test
+    tests: dict[str, SigTest] = field(default_factory=dict)  # group ('seen_mean'...) -> SigTest
 
     @property
     def delta_seen(self) -> float:
-        return self.tests.get("seen_mean", Test()).delta
+        return self.tests.get("seen_mean", SigTest()).delta
 
     @property
     def delta_unseen(self) -> float:
-        return self.tests.get("unseen_mean", Test()).delta
+        return self.tests.get("unseen_mean", SigTest()).delta
 
 
 @dataclass
@@ -111,9 +111,9 @@ class Table:
         return any(not math.isnan(t.p) for r in self.rows for t in r.tests.values())
 
 
-def significance(a: Cell, ref: Cell) -> Test:
+def significance(a: Cell, ref: Cell) -> SigTest:
     """Δ = mean(a) − mean(ref) and a two-sided t-test when both have ≥ 3 seeds (paired by seed if possible)."""
-    out = Test(delta=a.mean - ref.mean if a.values and ref.values else math.nan)
+    out = SigTest(delta=a.mean - ref.mean if a.values and ref.values else math.nan)
     if len(a.values) < MIN_SEEDS_FOR_TEST or len(ref.values) < MIN_SEEDS_FOR_TEST:
         return out
     from scipy import stats
@@ -197,13 +197,13 @@ def _header(table: Table) -> list[str]:
     return ["model", "method", "seeds", *names, *extra]
 
 
-def _delta(t: Test | None) -> str:
+def _delta(t: SigTest | None) -> str:
     if t is None or math.isnan(t.delta):
         return "—"
     return f"{t.delta:+.3f}{'*' if t.significant else ''}"
 
 
-def _p(t: Test | None) -> str:
+def _p(t: SigTest | None) -> str:
     if t is None or math.isnan(t.p):
         return "—"
     return f"{t.p:.3f}" + (" (paired)" if t.kind == "paired" else " (welch)")
@@ -247,7 +247,7 @@ def to_csv(table: Table) -> str:
         line: list[Any] = [r.model, r.method, r.seeds]
         line += [v for k in table.columns for v in (r.cells[k].mean, r.cells[k].std)]
         for g in table.groups:
-            t = r.tests.get(g, Test())
+            t = r.tests.get(g, SigTest())
             line += [t.delta, t.p, t.kind]
         writer.writerow(line)
     return buf.getvalue()
