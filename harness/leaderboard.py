@@ -287,8 +287,17 @@ return a.cells[c].innerText.localeCompare(b.cells[c].innerText)*dir;}});rows.for
 
 
 # -- MLflow -------------------------------------------------------------------------------------------------------
-def fetch_runs(experiment: str, uri: str | None = None) -> Any:
-    """Finished training runs of an experiment (runs tagged `polymoo.kind`, e.g. reports, are left out)."""
+def latest_per_seed(runs: Any) -> Any:
+    """Keep the latest run of every (model, method, seed): a rerun supersedes, it does not add a seed."""
+    cols = ["tags.polymoo.model", "tags.polymoo.method", "tags.polymoo.seed"]
+    if len(runs) == 0 or not all(c in runs.columns for c in cols) or "start_time" not in runs.columns:
+        return runs
+    return runs.sort_values("start_time").drop_duplicates(cols, keep="last").sort_index()
+
+
+def fetch_runs(experiment: str, uri: str | None = None, latest_only: bool = True) -> Any:
+    """Finished training runs of an experiment (runs tagged `polymoo.kind`, e.g. reports, are left out; with
+    `latest_only`, the latest run of every (model, method, seed))."""
     import mlflow
 
     from harness.tracking import client
@@ -302,7 +311,7 @@ def fetch_runs(experiment: str, uri: str | None = None) -> Any:
         runs = runs[runs["tags.polymoo.kind"].isna()]
     if len(runs) and "tags.polymoo.model" in runs.columns:
         runs = runs[runs["tags.polymoo.model"].notna()]
-    return runs
+    return latest_per_seed(runs) if latest_only else runs
 
 
 def write_all(table: Table, out_dir: Path, stem: str, title: str) -> dict[str, Path]:

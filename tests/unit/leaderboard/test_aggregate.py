@@ -58,6 +58,13 @@ def store(tmp_path_factory):
     # noise that must be ignored: a failed run, a report run, an eval run
     _log_run(c, exp, "llama", "joint_sft", 9, {"en": 0.0, "fr": 0.0, "sw": 0.0}, status="FAILED")
     _log_run(c, exp, "llama", "joint_sft", 8, {"en": 1.0, "fr": 1.0, "sw": 1.0}, extra_tags={"polymoo.kind": "report"})
+    # an earlier run of a (model, method, seed) that was run again: superseded by the later one
+    import time
+
+    old = _log_run(c, exp, "qwen3", "pcgrad", 0, {"en": 0.0, "fr": 0.0, "sw": 0.0})
+    time.sleep(0.01)
+    _log_run(c, exp, "qwen3", "pcgrad", 0, VALUES[("qwen3", "pcgrad")][0])
+    c.update_run(old, "FINISHED")
     return uri
 
 
@@ -103,6 +110,12 @@ def test_significance_paired_by_seed(store):
     assert t.significant == (t.p < 0.05)
     # one seed per side: no test
     assert math.isnan(_row(table, "qwen3", "pcgrad").tests["seen_mean"].p)
+
+
+def test_rerun_supersedes(store):
+    runs = fetch_runs(EXPERIMENT, store)
+    assert _row(aggregate(runs, "acc"), "qwen3", "pcgrad").seeds == 1
+    assert _row(aggregate(fetch_runs(EXPERIMENT, store, latest_only=False), "acc"), "qwen3", "pcgrad").seeds == 3
 
 
 def test_significance_welch_when_seeds_differ():
