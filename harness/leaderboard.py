@@ -48,7 +48,7 @@ class Cell:
         return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
 
     def by_seed(self) -> dict[str, float]:
-        return dict(zip(self.seeds, self.values))
+        return dict(zip(self.seeds, self.values, strict=True))
 
     def fmt(self, digits: int = 3) -> str:
         if not self.values:
@@ -122,7 +122,7 @@ def significance(a: Cell, ref: Cell) -> SigTest:
     common = sorted(set(pa) & set(pr))
     if len(common) >= MIN_SEEDS_FOR_TEST:
         x, y = [pa[s] for s in common], [pr[s] for s in common]
-        diffs = [u - v for u, v in zip(x, y)]
+        diffs = [u - v for u, v in zip(x, y, strict=True)]
         out.kind = "paired"
         if max(diffs) == min(diffs):  # zero variance of the differences: t undefined
             out.p = 1.0 if diffs[0] == 0 else 0.0

@@ -45,7 +45,7 @@ def score_bars(table: Any, path: Path, title: str | None = None) -> Path | None:
     plt = _plt()
     models = sorted({r.model for r in table.rows})
     fig, axes = plt.subplots(len(models), 1, figsize=(max(6, 0.9 * len(keys) + 2), 3.2 * len(models)), squeeze=False)
-    for ax, model in zip(axes[:, 0], models):
+    for ax, model in zip(axes[:, 0], models, strict=True):
         rows = [r for r in table.rows if r.model == model]
         width = 0.8 / max(len(rows), 1)
         for i, r in enumerate(rows):
@@ -83,7 +83,7 @@ def pareto_scatter(table: Any, lang_a: str, lang_b: str, path: Path) -> Path | N
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    for r, (x, y) in zip(rows, points):
+    for r, (x, y) in zip(rows, points, strict=True):
         ax.errorbar(x, y, xerr=r.cells[lang_a].std, yerr=r.cells[lang_b].std, fmt="o", capsize=2)
         ax.annotate(f"{r.method} ({r.model})", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     front = sorted(pareto_front(points), key=lambda i: points[i][0])
@@ -116,7 +116,7 @@ def training_curves(histories: Mapping[str, Mapping[str, Sequence[Series]]], pat
     cols = min(3, len(langs))
     nrows = math.ceil(len(langs) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 2.8 * nrows), squeeze=False)
-    for ax, lang in zip(axes.flat, langs):
+    for ax, lang in zip(axes.flat, langs, strict=False):
         for label, per in histories.items():
             curve = mean_series([s for s in per.get(lang, []) if s])
             if curve:

@@ -82,7 +82,7 @@ def select_runs(suite: Suite, runs: Any) -> Any:
     cols = ("tags.polymoo.model", "tags.polymoo.method", "tags.polymoo.seed")
     if len(runs) and all(c in runs.columns for c in cols):
         runs = runs[runs["tags.polymoo.scale"] == suite.scale] if "tags.polymoo.scale" in runs.columns else runs
-        keys = list(zip(*(runs[c].astype(str) for c in cols)))
+        keys = list(zip(*(runs[c].astype(str) for c in cols), strict=True))
         runs = runs.assign(_key=keys)
         runs = runs[runs["_key"].isin(want)]
         if "start_time" in runs.columns:

@@ -38,7 +38,7 @@ class Separability:
 
     def metrics(self, prefix: str = "analysis") -> dict[str, float]:
         out = {}
-        for i, (acc, sil) in enumerate(zip(self.probe_acc, self.silhouette)):
+        for i, (acc, sil) in enumerate(zip(self.probe_acc, self.silhouette, strict=True)):
             out[f"{prefix}/probe_acc/layer{i}"] = acc
             out[f"{prefix}/silhouette/layer{i}"] = sil
         out[f"{prefix}/probe_acc/mean"] = float(np.mean(self.probe_acc))

@@ -16,7 +16,14 @@ from typing import Any
 from harness.config import Suite
 from harness.data.sft import LanguageData
 from harness.evaluate.heldout import heldout_loss
-from harness.evaluate.mc import LOCAL_TASKS, accuracies, benchmark_scores, check_task_languages, run_lm_eval, write_tasks
+from harness.evaluate.mc import (
+    LOCAL_TASKS,
+    accuracies,
+    benchmark_scores,
+    check_task_languages,
+    run_lm_eval,
+    write_tasks,
+)
 
 
 def group_means(metrics: dict[str, float], seen: tuple[str, ...], unseen: tuple[str, ...]) -> dict[str, float]:

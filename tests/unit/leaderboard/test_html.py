@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from harness.leaderboard import Cell, Row, Table, SigTest, to_html
+from harness.leaderboard import Cell, Row, SigTest, Table, to_html
 
 
 def _table() -> Table:
