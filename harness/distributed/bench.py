@@ -35,17 +35,19 @@ def bench_worker(rank: int, world: int, out_file: str, hook: str, spec: dict[str
 
     run = {**BENCH_RUN, **spec.get("run", {})}
     model_spec = {**BENCH_MODEL, **spec.get("model", {})}
-    warm = micro_llama(seed=0, vocab=16, hidden=16, layers=1, intermediate=16)  # imports and autograd start-up are
-    token_mean_loss(warm, synthetic_batch_fn(16, 4, 1, 0, 1)(0, 0, 0, _one_language()))  # framework, not the run's
+    cuda = dist.get_backend() == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    warm = micro_llama(seed=0, vocab=16, hidden=16, layers=1, intermediate=16).to(device)  # imports and autograd
+    token_mean_loss(warm, synthetic_batch_fn(16, 4, 1, 0, 1, device)(0, 0, 0, _one_language()))  # start-up: framework
     del warm
     dist.barrier()
-    base_rss = current_rss_mb()
+    base_rss = torch.cuda.memory_allocated() / 2**20 if cuda else current_rss_mb()
     reset_peak_memory()
-    model = micro_llama(seed=0, **model_spec)
+    model = micro_llama(seed=0, **model_spec).to(device)
     train = TrainConfig(steps=run["steps"], lr=1e-4, schedule="constant", max_grad_norm=1.0)
     cfg = EngineConfig(hook=hook, weighting=run["weighting"], bucket_cap_mb=run["bucket_cap_mb"],
                        warmup_steps=run["warmup_steps"], seed=0)
-    batch_fn = synthetic_batch_fn(model_spec["vocab"], run["seq_len"], run["per_rank"], 0, run["languages"])
+    batch_fn = synthetic_batch_fn(model_spec["vocab"], run["seq_len"], run["per_rank"], 0, run["languages"], device)
     engine = DistEngine(model, cfg, train, run["languages"], batch_fn, token_mean_loss)
     rows = [engine.step(s) for s in range(train.steps)]
     steady = rows[run["warmup_steps"]:]
@@ -78,7 +80,9 @@ def bench_worker(rank: int, world: int, out_file: str, hook: str, spec: dict[str
         "base_rss_mb": max(p["base_mb"] for p in peaks),
         "per_rank_memory": peaks,
         "allocator": f"glibc MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', 'dynamic')}",
-        "device": f"cpu ({platform.processor() or platform.machine()}), torch {torch.__version__}, gloo",
+        "device": (f"{torch.cuda.get_device_name()} ×{world}, torch {torch.__version__}, nccl" if cuda else
+                   f"cpu ({platform.processor() or platform.machine()}), torch {torch.__version__}, gloo"),
+        "memory_measure": "GPU allocator peak (max_memory_allocated)" if cuda else "peak RSS (VmHWM) minus RSS before model",
         "recorded": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     Path(out_file).write_text(json.dumps(record, indent=2))
@@ -98,3 +102,38 @@ def run_bench(hook: str, world: int, out_file: str | Path, spec: dict[str, Any] 
     os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(MMAP_THRESHOLD))  # RSS follows live tensors (see module doc)
     spawn(bench_worker, world, str(out_file), hook, spec or {}, timeout_s=600)
     return json.loads(Path(out_file).read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Under torchrun (NCCL on GPUs, gloo on CPU): `torchrun --nproc-per-node=N -m harness.distributed.bench --hook
+    sharded --out results/bench/gpu_sharded_n4.json [--hidden 2048 --layers 8 --seq-len 512 --per-rank 4]`."""
+    import argparse
+    import datetime
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--hook", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--languages", type=int, default=BENCH_RUN["languages"])
+    p.add_argument("--steps", type=int, default=BENCH_RUN["steps"])
+    p.add_argument("--per-rank", type=int, default=BENCH_RUN["per_rank"])
+    p.add_argument("--seq-len", type=int, default=BENCH_RUN["seq_len"])
+    p.add_argument("--bucket-cap-mb", type=float, default=BENCH_RUN["bucket_cap_mb"])
+    for key in BENCH_MODEL:
+        p.add_argument(f"--{key}", type=int, default=BENCH_MODEL[key])
+    a = p.parse_args(argv)
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=600))
+    spec = {"run": {"languages": a.languages, "steps": a.steps, "per_rank": a.per_rank, "seq_len": a.seq_len,
+                    "bucket_cap_mb": a.bucket_cap_mb},
+            "model": {k: getattr(a, k) for k in BENCH_MODEL}}
+    try:
+        bench_worker(dist.get_rank(), dist.get_world_size(), a.out, a.hook, spec)
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

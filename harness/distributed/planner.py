@@ -274,8 +274,15 @@ def plan_rows(models: list[str], worlds: list[int], languages: int, bucket_cap_m
     return rows
 
 
+PAPER_MODELS = ("llama3.1-8b", "qwen3-8b")  # the base models the Bucket-Level MOO paper names
+
+
 def closest_to_claim(rows: list[PlanRow]) -> dict[str, Any]:
-    """The setting whose (bkmoo sharded, global MOO) pair of predicted totals is closest to the paper's 72 / 123 GB."""
+    """The setting whose (bkmoo sharded, global MOO) pair of predicted totals is closest to the paper's 72 / 123 GB,
+    among the paper's models when the table has them, and among runnable settings."""
+    if any(r.model in PAPER_MODELS for r in rows):
+        rows = [r for r in rows if r.model in PAPER_MODELS]
+    rows = [r for r in rows if r.runnable == "yes"] or rows
     best = None
     index = {(r.model, r.finetune, r.sharding, r.world, r.hook): r for r in rows}
     for r in rows:

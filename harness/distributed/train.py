@@ -83,7 +83,7 @@ def resolve_hook(spec: DistSpec, suite_hook: str) -> str:
         if spec.hook not in allowed and spec.hook != "mean":
             raise ValueError(f"hook {spec.hook!r} does not implement scope {spec.scope!r}; use one of {allowed}")
         return spec.hook
-    return suite_hook if suite_hook in allowed else allowed[0]
+    return suite_hook if suite_hook in allowed else {"bucket": "sharded", "global": "full"}[spec.scope]
 
 
 # -- checkpoints --------------------------------------------------------------------------------------------------
