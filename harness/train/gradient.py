@@ -29,6 +29,11 @@ class GradientMethod:
 
     def train(self, run: RunContext, options: Any) -> TrainOutcome:
         combiner = self.make_combiner(options, run)
+        if run.dist.world_size > 1:  # distributed path: DDP + a communication hook (harness.distributed, issue 4)
+            from harness.distributed import train_distributed
+
+            model, metrics = train_distributed(run, combiner)
+            return TrainOutcome(model=model, metrics=metrics)
         model, metrics = train_sft(run, combiner=combiner)
         return TrainOutcome(model=model, metrics=metrics)
 
