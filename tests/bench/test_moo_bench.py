@@ -1,0 +1,114 @@
+"""Benchmarks (``nox -s bench``; deselected by default): weighting latency for K = 2, 4, 8, 16 and the per-step
+overhead of each gradient method relative to joint SFT on the tiny llama twin. Summaries are written to
+``results/bench/moo_weightings.json`` and ``results/bench/moo_step_overhead.json`` (machine, threads, versions).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.moo import available_weightings, weighting
+from harness.moo.combiners import small_ops
+
+pytestmark = pytest.mark.bench
+OUT = Path(__file__).resolve().parents[2] / "results" / "bench"
+KS = (2, 4, 8, 16)
+SLOW_S = 0.5  # a weighting slower than this per call is timed over one round only
+_WEIGHTINGS: dict[str, dict] = {}
+_STEPS: dict[str, dict] = {}
+STEP_CASES = {
+    "joint_sft": ("joint_sft", {}),
+    "pcgrad": ("pcgrad", {"diagnostics": {"bucket_cap_mb": 0.25}}),
+    "mgda": ("mgda", {"diagnostics": {"bucket_cap_mb": 0.25}}),
+    "cagrad": ("cagrad", {"diagnostics": {"bucket_cap_mb": 0.25}}),
+    "bkmoo_mgda": ("bkmoo", {"solver": "mgda", "bucket_cap_mb": 0.25}),
+    "bkmoo_pcgrad": ("bkmoo", {"solver": "pcgrad", "bucket_cap_mb": 0.25}),
+    "bkmoo_cagrad": ("bkmoo", {"solver": "cagrad", "bucket_cap_mb": 0.25}),
+    "bkmoo_mgda_nodiag": ("bkmoo", {"solver": "mgda", "bucket_cap_mb": 0.25, "diagnostics": {"enabled": False}}),
+}
+STEP_SUITE = {"languages": {"seen": ["en", "fr", "de", "es", "it", "pt"], "unseen": []},
+              "data": {"source": "chatterbot", "max_examples_per_language": 60},
+              "train": {"steps": 7, "batch_size_per_language": 4, "lr": 1.0e-3, "max_seq_len": 64,
+                        "schedule": "constant", "save_model": False}}
+
+
+def _env() -> dict:
+    from harness.tracking import package_versions
+
+    return {"machine": platform.machine(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "load_avg_1m": os.getloadavg()[0],
+            "versions": package_versions(), "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _write(name: str, rows: dict, note: str) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / name).write_text(json.dumps({"note": note, "env": _env(), "results": rows}, indent=2) + "\n")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _summaries():
+    yield
+    if _WEIGHTINGS:
+        _write("moo_weightings.json", _WEIGHTINGS, "median seconds per call of weighting(name)(G), G = JJᵀ of a random "
+               "K×64 float64 J, default threads and under small_ops() (one intra-op thread, what the combiners use)")
+    if _STEPS:
+        base = _STEPS.get("joint_sft", {}).get("mean_step_time_s")
+        for row in _STEPS.values():
+            row["overhead_vs_joint_sft"] = row["mean_step_time_s"] / base if base else None
+        _write("moo_step_overhead.json", _STEPS, "tiny llama twin, 6 languages × 4 examples, seq ≤ 64, 7 steps "
+               "(first excluded), diagnostics every step unless disabled; mean step time s and ratio to joint SFT")
+
+
+def _gram(k: int) -> torch.Tensor:
+    j = torch.randn(k, 64, generator=torch.Generator().manual_seed(k), dtype=torch.float64)
+    return j @ j.T
+
+
+@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("name", available_weightings())
+@pytest.mark.parametrize("threads", ["default", "one"])
+def test_weighting_latency(benchmark, name, k, threads):
+    fn = weighting(name)
+    g = _gram(k)
+    gen = torch.Generator().manual_seed(0)
+
+    def call():
+        if threads == "one":
+            with small_ops():
+                return fn(g, generator=gen)
+        return fn(g, generator=gen)
+
+    started = time.perf_counter()
+    c = call()
+    first = time.perf_counter() - started
+    assert torch.isfinite(c).all()
+    if first > SLOW_S:
+        benchmark.pedantic(call, rounds=1, iterations=1)
+    else:
+        benchmark(call)
+    _WEIGHTINGS.setdefault(name, {}).setdefault(f"K={k}", {})[threads] = benchmark.stats.stats.median
+
+
+@pytest.mark.parametrize("case", STEP_CASES)
+def test_step_overhead(benchmark, case):
+    from tests.methods._tiny import train
+
+    name, options = STEP_CASES[case]
+    holder = {}
+
+    def run():
+        with tempfile.TemporaryDirectory() as tmp:
+            holder["out"] = train(name, options, tmp_path=Path(tmp), overrides=STEP_SUITE)
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    metrics = holder["out"].metrics
+    _STEPS[case] = {"method": name, "options": options, "mean_step_time_s": metrics["perf/mean_step_time_s"],
+                    "peak_mem_mb": metrics.get("perf/peak_mem_mb")}
