@@ -65,7 +65,7 @@ def flat_params(model: torch.nn.Module) -> torch.Tensor:
 
 # -- the hook worker used by tests/distributed ------------------------------------------------------------------
 
-RUN_DEFAULTS: dict[str, Any] = {"steps": 4, "languages": 2, "weighting": "mgda", "weighting_options": {},
+RUN_DEFAULTS: dict[str, Any] = {"steps": 3, "languages": 2, "weighting": "mgda", "weighting_options": {},
                                 "normalize": "none", "output_scale": "raw",
                                 "bucket_cap_mb": 0.02, "warmup_steps": 1, "grad_accum": 1, "seed": 0, "seq_len": 12,
                                 "per_rank": 2, "data_seed": 0, "lr": 1e-2, "schedule": "constant", "max_grad_norm": 1.0,
