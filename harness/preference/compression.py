@@ -198,7 +198,7 @@ class LowRankPerMatrix(Compressor):
     def compress(self, grads: torch.Tensor) -> torch.Tensor:
         grads = grads.reshape(grads.shape[0], -1).float()
         parts = []
-        for index, ((a, b), shape) in enumerate(zip(self.layout.offsets(), self.layout.shapes)):
+        for index, ((a, b), shape) in enumerate(zip(self.layout.offsets(), self.layout.shapes, strict=False)):
             factors = self._factors(index, shape, grads.device)
             block = grads[:, a:b]
             if len(shape) == 2:

@@ -107,7 +107,7 @@ def trainable(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
 
 
 def _flat(grads: Sequence[torch.Tensor | None], params: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).float() for g, p in zip(grads, params)])
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).float() for g, p in zip(grads, params, strict=False)])
 
 
 @torch.no_grad()
@@ -308,7 +308,7 @@ class CongradFilter:
         # d and g_i are both loss gradients (ascent directions): alignment is +g_i·d, for either scorer.
         keep = [False] * len(pairs)
         score_list = [float(s) for s in scores]
-        for lang, idx in groups.items():
+        for idx in groups.values():
             if self.threshold is not None:
                 for i in idx:
                     keep[i] = score_list[i] >= self.threshold

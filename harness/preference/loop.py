@@ -111,7 +111,7 @@ def _histogram_figure(title: str, values: dict[str, list[float]], xlabel: str):
 
     langs = [lang for lang in values if values[lang]]
     fig, axes = plt.subplots(1, max(len(langs), 1), figsize=(3.2 * max(len(langs), 1), 2.6), squeeze=False)
-    for ax, lang in zip(axes[0], langs):
+    for ax, lang in zip(axes[0], langs, strict=False):
         ax.hist(values[lang], bins=12)
         ax.set_title(lang)
         ax.set_xlabel(xlabel)
@@ -228,7 +228,7 @@ class SelfRewardingLoop:
         ctx = FilterContext(model=self.model, tokenizer=self.tok, iteration=k, seed=run.seed, languages=self.seen,
                             beta=o.beta, alpha=o.lp_alpha, max_length=self.max_length)
         result = self.filter(all_pairs, ctx) if all_pairs else FilterResult(keep=[], scores=[])
-        kept = [p for p, keep in zip(all_pairs, result.keep) if keep]
+        kept = [p for p, keep in zip(all_pairs, result.keep, strict=False) if keep]
         metrics |= result.metrics
         groups = by_language(all_pairs)
         kept_groups = by_language(kept)
@@ -250,7 +250,7 @@ class SelfRewardingLoop:
         self.tracker.log_dict({"generations": dumps,
                                "pairs": [{**p.as_row(), "kept": keep,
                                           "score": (result.scores[i] if result.scores else None)}
-                                         for i, (p, keep) in enumerate(zip(all_pairs, result.keep))]},
+                                         for i, (p, keep) in enumerate(zip(all_pairs, result.keep, strict=False))]},
                               f"pref/iter{k}/pairs.json")
         self._figures(k, judge_scores, all_pairs, result)
         # DPO
@@ -272,7 +272,7 @@ class SelfRewardingLoop:
             plt.close(fig)
             if result.scores:
                 align: dict[str, list[float]] = {}
-                for p, s in zip(pairs, result.scores):
+                for p, s in zip(pairs, result.scores, strict=False):
                     align.setdefault(p.language, []).append(s)
                 fig = _histogram_figure(f"iteration {k}: alignment with the consensus direction", align, "score")
                 self.tracker.log_figure(fig, f"congrad/iter{k}/alignment_scores.png")
@@ -382,7 +382,7 @@ class SelfRewardingLoop:
         _, init_scores = initial
         _, final_scores = self._greedy_scores(examples)
         per_lang: dict[str, list[float]] = {}
-        for ex, a, b in zip(examples, final_scores, init_scores):
+        for ex, a, b in zip(examples, final_scores, init_scores, strict=False):
             if a is None or b is None:
                 continue
             per_lang.setdefault(ex.language, []).append(1.0 if a > b else 0.5 if a == b else 0.0)

@@ -77,7 +77,7 @@ def test_congrad_filter_keeps_top_rho_per_language_deterministically(tiny_llama_
     a = make_filter(compression="gaussian", rank=128)(pairs, ctx_for(model, tok))
     b = make_filter(compression="gaussian", rank=128)(pairs, ctx_for(model, tok))
     assert a.keep == b.keep and a.scores == b.scores  # deterministic for a seed
-    assert all(torch.equal(x, y) for x, y in zip(before, model.parameters()))  # scoring never changes the model
+    assert all(torch.equal(x, y) for x, y in zip(before, model.parameters(), strict=False))  # scoring never changes the model
     assert all(p.grad is None for p in model.parameters())
     langs = [p.language for p in pairs]
     for lang in LANGS:
@@ -94,7 +94,7 @@ def test_congrad_filter_keeps_top_rho_per_language_deterministically(tiny_llama_
 
 def test_threshold_mode_can_leave_a_language_without_pairs(tiny_llama_lora, pairs):
     model, tok = tiny_llama_lora
-    res = make_filter(threshold=2.0)(pairs, ctx_for(model, tok))  # cosines never reach 2
+    res = make_filter(threshold=2.0)(pairs[::2], ctx_for(model, tok))  # cosines never reach 2
     assert not any(res.keep)
 
 
@@ -155,9 +155,11 @@ def test_random_filter_same_keep_count_seeded(pairs):
     b = RandomFilter(0.5)(pairs, ctx)
     c = RandomFilter(0.5)(pairs, dataclasses.replace(ctx, seed=1))
     assert a.keep == b.keep
-    per_lang = {lang: sum(k for k, p in zip(a.keep, pairs) if p.language == lang) for lang in LANGS}
+    per_lang = {lang: sum(k for k, p in zip(a.keep, pairs, strict=False) if p.language == lang) for lang in LANGS}
     assert per_lang == {"en": 2, "fr": 2, "de": 1}
-    assert len({tuple(a.keep), tuple(c.keep)}) >= 1
+    others = [RandomFilter(0.5)(pairs, dataclasses.replace(ctx, seed=s)).keep for s in range(1, 6)]
+    assert any(o != a.keep for o in others)  # the seed matters
+    assert c.keep in others
     assert NoFilter()(pairs, ctx).keep == [True] * len(pairs)
 
 
