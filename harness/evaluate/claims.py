@@ -136,12 +136,13 @@ def check(expect: dict[str, Any], value: Any, values: list[float]) -> bool:
     raise ValueError(f"unknown expect {expect}")
 
 
-def _summary(ms: list[Measurement], unit_points: bool) -> str:
+def _summary(ms: list[Measurement], unit_points: bool, signed: bool = True) -> str:
     parts = []
     for m in ms:
         p = "" if math.isnan(m.p) else f", p={m.p:.3f}"
-        vs = f" vs {m.versus}" if m.versus else ""
-        parts.append(f"{m.model}: {m.method}{vs} {m.value:+.3f}{' pts' if unit_points else ''} (n={m.seeds}{p})")
+        vs = (" vs " if signed else " / ") + m.versus if m.versus else ""
+        value = f"{m.value:+.3f}" if signed else f"{m.value:.3f}"
+        parts.append(f"{m.model}: {m.method}{vs} {value}{' pts' if unit_points else ''} (n={m.seeds}{p})")
     return "; ".join(parts)
 
 
@@ -163,7 +164,7 @@ def evaluate_claim(claim: dict[str, Any], tables: dict[str, Table], reference: s
         res.measured = measure_ratio(tables["perf"], measure) if "perf" in tables else []
     else:
         res.measured = list((separability or {}).get(measure.get("statistic", "probe_acc"), []))
-    res.summary = _summary(res.measured, bool(measure.get("points")))
+    res.summary = _summary(res.measured, bool(measure.get("points")), signed=kind != "ratio")
     if not res.measured:
         res.verdict = NOT_MEASURED
         wanted = measure.get("methods", [])
@@ -175,10 +176,14 @@ def evaluate_claim(claim: dict[str, Any], tables: dict[str, Table], reference: s
     holds = check(expect, claim["value"], values) if expect else None
     if scale != paper_scale:
         res.verdict = NOT_COMPARABLE
-        direction = "positive" if all(v > 0 for v in values) else "negative" if all(v < 0 for v in values) else "mixed"
-        res.note = (f"measured on {scale} models, the claim is about {paper_scale}-scale models; direction at this "
-                    f"scale: {direction}" + ("" if holds is None else f"; the claim's check would "
-                                             f"{'pass' if holds else 'fail'} here, which says nothing about the paper"))
+        if kind == "ratio":
+            shape = f"ratio at this scale: {min(values):.3f}–{max(values):.3f}"
+        else:
+            shape = "direction at this scale: " + (
+                "positive" if all(v > 0 for v in values) else "negative" if all(v < 0 for v in values) else "mixed")
+        res.note = (f"measured on {scale} models, the claim is about {paper_scale}-scale models; {shape}"
+                    + ("" if holds is None else f"; the claim's check would {'pass' if holds else 'fail'} on these "
+                                                f"numbers, which says nothing about the paper"))
         return res
     if claim["value"] == "not public" and "direction" not in expect:
         res.verdict = NO_PUBLIC_VALUE
