@@ -142,6 +142,16 @@ class DistributedConfig:
     hook: Literal["mean", "allgather", "sharded", "full", "full_gather"] = "sharded"
     timeout_s: int = 300
     warmup_steps: int = 1
+    grad_accum: int = 1  # micro-batches per optimizer step (no_sync); the hook sees the accumulated gradient
+
+    def check(self) -> list[tuple[str, str]]:
+        out = []
+        for key in ("nproc", "timeout_s", "grad_accum"):
+            if getattr(self, key) <= 0:
+                out.append((key, f"expected a positive integer, got {getattr(self, key)}"))
+        if self.warmup_steps < 0:
+            out.append(("warmup_steps", f"expected a non-negative integer, got {self.warmup_steps}"))
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)
