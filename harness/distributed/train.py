@@ -177,7 +177,7 @@ def train_distributed(run: Any, combiner: Any = None) -> tuple[Any, dict[str, fl
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     model = run.model.to(device)
     dataset = TokenizedLanguages(run.tokenizer, {lang: run.data.train[lang] for lang in seen}, t.max_seq_len)
-    grad_accum = getattr(dcfg, "grad_accum", 1)
+    grad_accum = dcfg.grad_accum
     batch_fn = make_batch_fn(dataset, seen, world, t.batch_size_per_language, grad_accum, run.seed,
                              collate(run.tokenizer.pad_token_id), device)
 
