@@ -176,7 +176,10 @@ def separability_curves(results: Mapping[str, Mapping[str, Sequence[float]]], pa
         a1.axhline(chance, color="grey", ls=":", label="chance")
     a1.set_title("linear probe: language-ID accuracy")
     a2.set_title("silhouette (cosine) of language clusters")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (a1, a2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("layer (0 = embeddings)")
         ax.legend(fontsize=7)
     fig.suptitle(title)
