@@ -163,8 +163,12 @@ def _plots(suite: Suite, runs: Any, tables: dict[str, Any], out: Path, notes: li
         a, b = primary.languages[:2]
         made.append(plots.pareto_scatter(primary, a, b, out / "plots" / f"pareto_{a}_{b}.png"))
     uri = suite.tracking.uri
-    made.append(plots.training_curves(plots.histories_from_mlflow(runs, "train/loss/", uri),
-                                      out / "plots" / "training_curves.png"))
+    curves = plots.training_curves(plots.histories_from_mlflow(runs, "train/loss/", uri),
+                                   out / "plots" / "training_curves.png")
+    if curves is None:
+        notes.append("training curves: no run logged train/loss/<lang> (the self-rewarding loop logs DPO metrics "
+                     "instead), so there are none")
+    made.append(curves)
     cos = plots.histories_from_mlflow(runs, "moo/cos/", uri)
     drawn = False
     for label, per in cos.items():
