@@ -1,1 +1,9 @@
-"""Per-language evaluation after training: held-out loss / perplexity and multiple-choice accuracy (lm-eval)."""
+"""Evaluation of trained models, per language, and everything built on its metrics.
+
+- `pipeline.evaluate_model`: the evaluation every run gets after `train` (held-out loss / perplexity,
+  CLDR multiple choice through lm-eval, lm-eval's own tasks mapped to languages, seen / unseen means);
+- `mc`: generated lm-eval task files and result parsing; `heldout`: held-out loss;
+- `checkpoint` and `standalone`: `polymoo eval CHECKPOINT --suite S` outside training;
+- `claims` and `report`: paper claims measured against leaderboards (`polymoo reproduce`, harness/reproduce.py);
+- `run_plots`: per-run plots the runner can log; `cli`: the `eval`, `reproduce` and `analyze` sub-commands.
+"""
