@@ -83,3 +83,11 @@ def test_unknown_method_fails_before_training(tmp_path, capsys):
     with pytest.raises(ConfigError, match="unknown method 'joint_sft_typo'"):
         reproduce("bkmoo", "tiny", suite_path=suite, out_root=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_suite_never_run_is_a_clear_error(env, capsys):
+    root, _, _ = env
+    out = root / "reproduce-congrad"
+    assert main(["reproduce", "congrad", "--scale", "tiny", "--from-mlflow", "--out", str(out)]) == 2
+    assert "no MLflow experiment 'polymoo/congrad_paper_tiny'" in capsys.readouterr().err
+    assert not out.exists()
