@@ -36,7 +36,7 @@ def test_bkmoo_mean_equals_joint_sft(tmp_path, optimizer, lr, atol):
     bucket = train("bkmoo", {"solver": "mean", "bucket_cap_mb": 0.25}, tmp_path=tmp_path, overrides=overrides)
     assert len(bucket.tracker.dicts["buckets.json"]["buckets"]) > 2
     moved = max_diff(joint.params(), joint.initial)
-    assert moved > 100 * atol
+    assert moved > 10 * atol
     assert max_diff(joint.params(), bucket.params()) <= atol
     assert bucket.tracker.series("train/loss") == pytest.approx(joint.tracker.series("train/loss"), rel=1e-5)
     # the mean weighting's direction is the mean gradient itself
