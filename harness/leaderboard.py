@@ -271,7 +271,7 @@ def to_html(table: Table, title: str) -> str:
             for c in cells) + "</tr>\n"
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:1.5em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:nth-child(-n+2){{text-align:left}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}}td:nth-child(-n+2){{text-align:left}}
 th{{cursor:pointer;background:#eee;position:sticky;top:0}}th:hover{{background:#ddd}}td.sig{{font-weight:bold}}
 tr:nth-child(even){{background:#fafafa}}</style></head><body><h1>{html.escape(title)}</h1>
 <p>{html.escape(_legend(table))}</p>
