@@ -102,16 +102,11 @@ def default_metric(suite) -> str:
 
 
 def print_leaderboard(suite, metric: str, fmt: str, out: Path) -> None:
-    from harness.leaderboard import aggregate, fetch_runs, to_csv, to_html, to_markdown, write_all
-    from harness.tracking import experiment_name
+    """Aggregate the suite's finished runs from MLflow, write md/csv/html under `out`, log them, print one."""
+    from harness.leaderboard import publish, to_csv, to_html, to_markdown
 
-    runs = fetch_runs(experiment_name(suite), suite.tracking.uri)
-    if len(runs) == 0:
-        raise ValueError(f"no finished runs of suite {suite.suite.name!r} in MLflow; run it first")
-    runs = runs[runs["tags.polymoo.suite"] == suite.suite.name] if "tags.polymoo.suite" in runs else runs
-    table = aggregate(runs, metric, language_order=suite.languages.all)
+    table, _ = publish(suite, metric, out)
     title = f"polymoo leaderboard — {suite.suite.name} (eval/{metric})"
-    write_all(table, out, f"{suite.suite.name}_{metric}", title)
     print({"md": to_markdown, "csv": to_csv}.get(fmt, lambda t: to_html(t, title))(table))
 
 

@@ -129,6 +129,21 @@ class EvalConfig:
     batch_size: int = 16
     limit: int | None = None
 
+    def check(self) -> list[tuple[str, str]]:
+        from harness.evaluate.mc import LOCAL_TASKS
+
+        out = []
+        for i, task in enumerate(self.tasks):
+            if task not in LOCAL_TASKS:
+                out.append((f"tasks[{i}]", f"unknown local task {task!r}{suggest(task, LOCAL_TASKS)}; known: "
+                                           f"{', '.join(LOCAL_TASKS)} (hub tasks go in lm_eval_tasks: {{task: language}})"))
+        for task, lang in self.lm_eval_tasks.items():
+            if lang not in KNOWN_LANGUAGES:
+                out.append((f"lm_eval_tasks.{task}", f"unknown language {lang!r}{suggest(lang, KNOWN_LANGUAGES)}"))
+        if self.mc_items_per_language <= 0 or self.batch_size <= 0:
+            out.append(("mc_items_per_language", "mc_items_per_language and batch_size must be positive"))
+        return out
+
 
 @dataclass(frozen=True, kw_only=True)
 class TrackingConfig:

@@ -101,6 +101,9 @@ def run_one(suite: Suite, model_name: str, spec: MethodSpec, seed: int, resume: 
         if dist.is_main:
             metrics |= evaluate_model(suite, outcome.model, tokenizer, data, run_dir / "eval", tracker)
             tracker.log_metrics(metrics, step=suite.train.steps)
+            from harness.evaluate.run_plots import log_run_plots
+
+            log_run_plots(tracker, suite, metrics, run_dir / "plots")
             if suite.train.save_model:
                 outcome.model.save_pretrained(run_dir / "final")
                 tokenizer.save_pretrained(run_dir / "final")

@@ -26,7 +26,7 @@ def test_before_after_logged_to_run(tmp_path, capsys):
 
     from harness.models.loading import load_model
     from harness.tracking import client, ensure_experiment
-    from tests.evaluate._store import copy_store
+    from tests._store import copy_store
 
     uri = copy_store(tmp_path / "store")
     c = client(uri)

@@ -7,7 +7,7 @@ from harness.tracking import NullTracker, Tracker, client, ensure_experiment
 
 
 def test_run_plots_logged(make_suite, tmp_path):
-    from tests.evaluate._store import copy_store
+    from tests._store import copy_store
 
     c = client(copy_store(tmp_path / "store"))
     tracker = Tracker(c, c.create_run(ensure_experiment(c, "polymoo/t")).info.run_id)

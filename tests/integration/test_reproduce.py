@@ -21,7 +21,7 @@ SMALL = ["models=[llama3.1-8b]", "seeds=[0,1]", "train.steps=2", "languages.seen
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """One store and one training pass for the module (the other tests read it)."""
-    from tests.evaluate._store import copy_store
+    from tests._store import copy_store
 
     root = tmp_path_factory.mktemp("repro")
     mp = pytest.MonkeyPatch()

@@ -45,7 +45,7 @@ def _log_run(c, exp, model, method, seed, accs, *, status="FINISHED", extra_tags
 def store(tmp_path_factory):
     """One sqlite store for the module (creating a store costs seconds); the URI is passed explicitly."""
     from harness.tracking import client, ensure_experiment
-    from tests.evaluate._store import copy_store
+    from tests._store import copy_store
 
     uri = copy_store(tmp_path_factory.mktemp("lb"))
     c = client(uri)
