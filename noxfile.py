@@ -98,12 +98,16 @@ def distributed(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks (pytest-benchmark); records land under results/bench/."""
+    """Benchmarks (pytest-benchmark); records land under results/bench/.
+
+    Each bench file rewrites its own records: name one to refresh only those, e.g.
+    nox -s bench -- tests/bench/test_moo_bench.py"""
     py = env(session)
     (ROOT / "results" / "bench").mkdir(parents=True, exist_ok=True)
-    session.run(py, "-m", "pytest", "-q", "tests/bench", "-m", "bench", "-p", "no:randomly",
-                "--benchmark-json", str(ROOT / "results" / "bench" / "pytest_benchmark.json"), *session.posargs,
-                external=True)
+    targets = session.posargs or ["tests/bench"]
+    stem = "_".join(Path(t).stem for t in targets)
+    session.run(py, "-m", "pytest", "-q", *targets, "-m", "bench",
+                "--benchmark-json", str(ROOT / "results" / "bench" / f"pytest_benchmark_{stem}.json"), external=True)
 
 
 @nox.session
