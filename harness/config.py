@@ -135,7 +135,7 @@ class EvalConfig:
         out = []
         for i, task in enumerate(self.tasks):
             if task not in LOCAL_TASKS:
-                out.append((f"tasks[{i}]", f"unknown local task {task!r}{suggest(task, LOCAL_TASKS)}; known: "
+                out.append((f"tasks[{i}]", f"unknown task {task!r}{suggest(task, LOCAL_TASKS)}; local tasks: "
                                            f"{', '.join(LOCAL_TASKS)} (hub tasks go in lm_eval_tasks: {{task: language}})"))
         for task, lang in self.lm_eval_tasks.items():
             if lang not in KNOWN_LANGUAGES:

@@ -61,7 +61,7 @@ def test_task_without_language_is_a_clear_error(run_folder, tmp_path, capsys):
 
 def test_unknown_local_task_is_a_clear_error(run_folder, tmp_path, capsys):
     assert main(["eval", str(run_folder), "--suite", str(_suite_file(tmp_path, tasks=["babel"])), "--no-log"]) == 2
-    assert "unknown task(s) ['babel']" in capsys.readouterr().err
+    assert "eval.tasks[0]: unknown task 'babel' (did you mean 'babel_mc'?)" in capsys.readouterr().err
 
 
 @pytest.mark.slow
