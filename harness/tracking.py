@@ -87,9 +87,9 @@ class Tracker:
         self.client, self.run_id = c, run_id
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        from mlflow.entities import Metric
-
         import time
+
+        from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         rows = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v is not None]

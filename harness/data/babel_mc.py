@@ -43,7 +43,7 @@ def _locale(code: str) -> Locale:
     return Locale.parse(CLDR_LOCALES.get(code, code))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _names(code: str) -> dict[str, dict[str, str]]:
     """category -> CLDR key -> name in language `code`."""
     loc = _locale(code)

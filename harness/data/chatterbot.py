@@ -16,7 +16,7 @@ def corpus_root() -> Path:
     return Path(chatterbot_corpus.__file__).parent / "data"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_pairs(code: str) -> tuple[tuple[str, str], ...]:
     """Consecutive (turn, next turn) pairs of every conversation of language `code`, deduplicated, in file order."""
     if code not in CHATTERBOT_DIRS:
@@ -28,7 +28,7 @@ def load_pairs(code: str) -> tuple[tuple[str, str], ...]:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         for conversation in data.get("conversations") or []:
             turns = [str(t).strip() for t in conversation if t is not None and str(t).strip()]
-            for prompt, response in zip(turns, turns[1:]):
+            for prompt, response in zip(turns, turns[1:], strict=False):
                 if (prompt, response) not in seen:
                     seen.add((prompt, response))
                     pairs.append((prompt, response))

@@ -95,9 +95,9 @@ def _one_language():
 
 
 def run_bench(hook: str, world: int, out_file: str | Path, spec: dict[str, Any] | None = None) -> dict[str, Any]:
-    from harness.distributed.workers import spawn
-
     import os
+
+    from harness.distributed.workers import spawn
 
     os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(MMAP_THRESHOLD))  # RSS follows live tensors (see module doc)
     spawn(bench_worker, world, str(out_file), hook, spec or {}, timeout_s=600)

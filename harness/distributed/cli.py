@@ -42,7 +42,7 @@ def _catalog_key(name: str) -> str:
 @command("plan")
 def cmd_plan(args: argparse.Namespace) -> int:
     from harness.config import load_suite
-    from harness.distributed.planner import Workload, config_path, plan_rows, to_markdown, write_plan, closest_to_claim
+    from harness.distributed.planner import Workload, closest_to_claim, config_path, plan_rows, to_markdown, write_plan
 
     suite = load_suite(args.suite, args.overrides)
     models = []

@@ -72,7 +72,7 @@ def simulate(model: torch.nn.Module, cfg: EngineConfig, train: TrainConfig, worl
             flat = flatten_by_plan(lang_grads, plan, batch_dims=1)  # per bucket (K_eff, P_b)
             if hook in BUCKET_HOOKS:
                 dirs = [combine(rows, solve(gram(rows), generator(cfg.seed, "pcgrad", step, b.index)))
-                        for b, rows in zip(plan, flat)]
+                        for b, rows in zip(plan, flat, strict=False)]
             elif hook in GLOBAL_HOOKS:
                 total = sum(gram(rows) for rows in flat)
                 coeffs = solve(total, generator(cfg.seed, "pcgrad", step, GLOBAL_KEY))

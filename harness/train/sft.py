@@ -113,7 +113,7 @@ class PolymooTrainer(Trainer):
             losses[lang_id] = loss_k.detach()
             g = torch.autograd.grad(loss_k, params, allow_unused=True)
             grads.append(torch.cat([(gi if gi is not None else torch.zeros_like(p)).reshape(-1).float()
-                                    for gi, p in zip(g, params)]))
+                                    for gi, p in zip(g, params, strict=True)]))
         self._record_losses(losses)
         stacked = torch.stack(grads)
         names = [self.languages[i] for i in present]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import os
 import subprocess
-import sys
 import time
 
 import pytest

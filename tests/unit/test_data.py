@@ -52,7 +52,7 @@ def test_hub_loader_on_local_jsonl(tmp_path):
 def test_encode_masks_prompt_and_keeps_response(tiny_tokenizer):
     ex = Example("fr", "Bonjour, comment ça va ?", "Très bien, merci")
     row = encode(tiny_tokenizer, ex, 64)
-    target = [t for t, label in zip(row["input_ids"], row["labels"]) if label != -100]
+    target = [t for t, label in zip(row["input_ids"], row["labels"], strict=False) if label != -100]
     assert row["labels"][0] == -100 and target
     assert "Très bien, merci" in tiny_tokenizer.decode(target)
     short = encode(tiny_tokenizer, Example("fr", "mot " * 100, "ok"), 16)

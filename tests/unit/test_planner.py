@@ -10,8 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from harness.distributed.planner import (METHODS, Workload, closest_to_claim, facts, meta_model, plan_rows,
-                                         predict_bytes, predict_memory, to_csv)
+from harness.distributed.planner import (
+    METHODS,
+    Workload,
+    closest_to_claim,
+    facts,
+    meta_model,
+    plan_rows,
+    predict_bytes,
+    predict_memory,
+    to_csv,
+)
 
 BENCH = Path(__file__).resolve().parents[2] / "results" / "bench"
 RECORDS = sorted(BENCH.glob("comm_*_n*.json"))
