@@ -15,19 +15,14 @@ from typing import Any
 import torch
 
 from harness.tracking import NullTracker
+from tests.conftest import BASE_SUITE
 
 GOLDEN_LANGUAGES = {"seen": ["en", "fr", "de", "es"], "unseen": ["nl"]}
 SMALL_SUITE: dict[str, Any] = {
+    **copy.deepcopy(BASE_SUITE),
     "suite": {"name": "methods-test", "version": 1},
-    "scale": "tiny",
-    "models": ["llama"],
-    "languages": {"seen": ["en", "fr", "de"], "unseen": ["nl"]},
-    "data": {"source": "chatterbot", "max_examples_per_language": 24},
-    "train": {"steps": 2, "batch_size_per_language": 2, "lr": 1.0e-3, "max_seq_len": 32, "schedule": "constant",
-              "save_model": False},
-    "methods": [{"name": "joint_sft"}],
+    "train": {**BASE_SUITE["train"], "steps": 2},
     "eval": {"heldout_loss": False, "tasks": []},
-    "seeds": [0],
 }
 
 
