@@ -38,6 +38,9 @@ class CAGradOptions:
                                                                 "the scale (harness extension)")
     output_scale: Literal["raw", "mean_norm"] = option("raw", "harness", "mean_norm: rescale the direction to the "
                                                                          "norm of the mean gradient")
+    hook: Literal["full", "full_gather"] | None = option(None, "harness", "DDP hook under torchrun: full (global Gram "
+                                                                     "from bucket Grams) or full_gather (naive); "
+                                                                     "null = the suite's distributed.hook")
     diagnostics: DiagnosticsOptions = option(DiagnosticsOptions(), "harness", "moo/* metrics and artifacts")
 
     def check(self) -> list[tuple[str, str]]:
@@ -48,5 +51,5 @@ gradient_method(
     name="cagrad", summary="CAGrad conflict-averse direction over the whole trainable vector (Liu et al. 2021)",
     family="baseline", Options=CAGradOptions,
     make_combiner=lambda o, run: whole_combiner(run, solver_spec("cagrad", o, o.normalize, o.output_scale),
-                                                o.diagnostics),
+                                                o.diagnostics, o.hook),
 )

@@ -37,6 +37,9 @@ class MGDAOptions:
                                                                        "solve (reference code: l2|loss|loss+|none)")
     output_scale: Literal["raw", "mean_norm"] = option("raw", "paper", "raw: the min-norm point (paper); mean_norm: "
                                                                       "rescaled to ‖mean gradient‖ (harness)")
+    hook: Literal["full", "full_gather"] | None = option(None, "harness", "DDP hook under torchrun: full (global Gram "
+                                                                     "from bucket Grams) or full_gather (naive); "
+                                                                     "null = the suite's distributed.hook")
     diagnostics: DiagnosticsOptions = option(DiagnosticsOptions(), "harness", "moo/* metrics and artifacts")
 
 
@@ -44,5 +47,5 @@ gradient_method(
     name="mgda", summary="Full MGDA: exact min-norm combination over the whole trainable vector (Sener & Koltun 2018)",
     family="baseline", Options=MGDAOptions,
     make_combiner=lambda o, run: whole_combiner(run, solver_spec("mgda", o, o.normalize, o.output_scale),
-                                                o.diagnostics),
+                                                o.diagnostics, o.hook),
 )

@@ -38,6 +38,9 @@ class PCGradOptions:
                                                                 "the scale (harness extension)")
     output_scale: Literal["raw", "mean_norm"] = option("raw", "harness", "mean_norm: rescale the direction to the "
                                                                          "norm of the mean gradient")
+    hook: Literal["full", "full_gather"] | None = option(None, "harness", "DDP hook under torchrun: full (global Gram "
+                                                                     "from bucket Grams) or full_gather (naive); "
+                                                                     "null = the suite's distributed.hook")
     diagnostics: DiagnosticsOptions = option(DiagnosticsOptions(), "harness", "moo/* metrics and artifacts")
 
 
@@ -45,5 +48,5 @@ gradient_method(
     name="pcgrad", summary="PCGrad gradient surgery over the whole trainable vector (Yu et al. 2020)",
     family="baseline", Options=PCGradOptions,
     make_combiner=lambda o, run: whole_combiner(run, solver_spec("pcgrad", o, o.normalize, o.output_scale),
-                                                o.diagnostics),
+                                                o.diagnostics, o.hook),
 )

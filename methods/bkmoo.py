@@ -52,6 +52,9 @@ class BKMOOOptions:
                                                                        "the solve")
     output_scale: Literal["raw", "mean_norm"] = option("raw", "reconstruction", "raw, or each bucket's direction "
                                                                                "rescaled to ‖bucket mean gradient‖")
+    hook: Literal["sharded", "allgather"] | None = option(None, "harness", "DDP hook under torchrun: sharded (exact, "
+                                                                       "all-reduce cost) or allgather; null = the "
+                                                                       "suite's distributed.hook")
     diagnostics: DiagnosticsOptions = option(DiagnosticsOptions(), "harness", "moo/* metrics and artifacts")
 
     def check(self) -> list[tuple[str, str]]:
@@ -67,5 +70,5 @@ gradient_method(
     name="bkmoo", summary="Bucket-Level MOO: MGDA/PCGrad/CAGrad per DDP gradient bucket (arXiv 2606.05613)",
     family="proposed", Options=BKMOOOptions,
     make_combiner=lambda o, run: bucket_combiner(run, solver_spec(o.solver, o, o.normalize, o.output_scale),
-                                                 o.bucket_cap_mb, o.diagnostics),
+                                                 o.bucket_cap_mb, o.diagnostics, o.hook),
 )

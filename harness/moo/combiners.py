@@ -232,6 +232,7 @@ class GramCombiner:
         if self.diag_blocks is not None and len(self.blocks) != 1:
             raise ValueError("diag_blocks are for the whole-vector combiner (one block)")
         self.last_coefficients: list[Tensor] = []
+        self.hook: str | None = None  # DDP hook under torchrun; None = the suite's distributed.hook
 
     def _generator(self, step: int, block: int) -> torch.Generator | None:
         return generator(self.seed, "pcgrad", step, block) if self.spec.solver == "pcgrad" else None
@@ -305,25 +306,31 @@ def _diagnostics(run: RunContext, blocks: Sequence[Block], options: DiagnosticsO
                        log_every=t.log_every)
 
 
-def whole_combiner(run: RunContext, spec: CombinerSpec, diagnostics: DiagnosticsOptions | None = None) -> GramCombiner:
+def whole_combiner(run: RunContext, spec: CombinerSpec, diagnostics: DiagnosticsOptions | None = None,
+                   hook: str | None = None) -> GramCombiner:
     """The spec on the whole trainable vector (full PCGrad / MGDA / CAGrad). Per-bucket diagnostics use DDP's buckets
-    at ``diagnostics.bucket_cap_mb``; their map is logged as ``buckets.json``."""
+    at ``diagnostics.bucket_cap_mb``; their map is logged as ``buckets.json``. ``hook``: the DDP hook under torchrun
+    (None: the suite's ``distributed.hook``)."""
     diagnostics = diagnostics or DiagnosticsOptions()
     offsets = flat_offsets(run.model)
     plan = ddp_bucket_plan(run.model, diagnostics.bucket_cap_mb)
     diag_blocks = blocks_for_plan(plan, offsets)
     _log_plan(run, plan, diag_blocks, "whole (buckets used for diagnostics only)", diagnostics.bucket_cap_mb)
     diag = _diagnostics(run, diag_blocks, diagnostics) if diagnostics.enabled else None
-    return GramCombiner([whole_block(offsets)], spec, run.seed, diag, diag_blocks, scope="global")
+    combiner = GramCombiner([whole_block(offsets)], spec, run.seed, diag, diag_blocks, scope="global")
+    combiner.hook = hook
+    return combiner
 
 
 def bucket_combiner(run: RunContext, spec: CombinerSpec, bucket_cap_mb: float,
-                    diagnostics: DiagnosticsOptions | None = None) -> GramCombiner:
-    """The spec on each of DDP's buckets for ``bucket_cap_mb`` (Bucket-Level MOO)."""
+                    diagnostics: DiagnosticsOptions | None = None, hook: str | None = None) -> GramCombiner:
+    """The spec on each of DDP's buckets for ``bucket_cap_mb`` (Bucket-Level MOO); ``hook`` as in `whole_combiner`."""
     diagnostics = diagnostics or DiagnosticsOptions()
     offsets = flat_offsets(run.model)
     plan = ddp_bucket_plan(run.model, bucket_cap_mb)
     blocks = blocks_for_plan(plan, offsets)
     _log_plan(run, plan, blocks, "bucket", bucket_cap_mb)
     diag = _diagnostics(run, blocks, diagnostics) if diagnostics.enabled else None
-    return GramCombiner(blocks, spec, run.seed, diag, scope="bucket", bucket_cap_mb=bucket_cap_mb)
+    combiner = GramCombiner(blocks, spec, run.seed, diag, scope="bucket", bucket_cap_mb=bucket_cap_mb)
+    combiner.hook = hook
+    return combiner
