@@ -165,8 +165,12 @@ def aggregate(runs: Any, metric: str = "acc", reference: str = REFERENCE_METHOD,
     perf = [c for c in PERF_COLUMNS if f"metrics.{c}" in runs.columns and runs[f"metrics.{c}"].notna().any()]
     keys = [*langs, *groups, *perf]
     rows: dict[tuple[str, str], Row] = {}
+    by_world = len(_world_sizes(runs)) > 1
+    names: dict[tuple[str, str], tuple[str, str]] = {}  # row key -> (method, world suffix)
     for i, (_, run) in enumerate(runs.iterrows()):
-        key = (str(run["tags.polymoo.model"]), str(run["tags.polymoo.method"]))
+        method, suffix = _method_name(run, by_world)
+        key = (str(run["tags.polymoo.model"]), method + suffix)
+        names[key] = (method, suffix)
         seed = run.get("tags.polymoo.seed")
         seed = f"#{i}" if _missing(seed) else str(seed)
         row = rows.setdefault(key, Row(key[0], key[1], 0, {k: Cell() for k in keys}))
@@ -175,14 +179,18 @@ def aggregate(runs: Any, metric: str = "acc", reference: str = REFERENCE_METHOD,
             value = run.get(f"metrics.{k}" if k in perf else f"metrics.eval/{metric}/{k}")
             if not _missing(value):
                 row.cells[k].add(float(value), seed)
-    for (model, _), row in rows.items():
-        ref = rows.get((model, reference))
+    for (model, name), row in rows.items():
+        ref = rows.get((model, reference + names[(model, name)][1]))
         if ref is None or ref is row:
             continue
         for group in groups:
             if row.cells[group].values and ref.cells[group].values:
                 row.tests[group] = significance(row.cells[group], ref.cells[group])
-    ordered = sorted(rows.values(), key=lambda r: (r.model, r.method != reference, r.method))
+    def order(r: Row) -> tuple:
+        method, suffix = names[(r.model, r.method)]
+        return r.model, suffix, method != reference, method
+
+    ordered = sorted(rows.values(), key=order)
     return Table(metric, langs, keys, ordered, reference)
 
 
@@ -287,9 +295,25 @@ return a.cells[c].innerText.localeCompare(b.cells[c].innerText)*dir;}});rows.for
 
 
 # -- MLflow -------------------------------------------------------------------------------------------------------
+WORLD_TAG = "tags.polymoo.world_size"
+
+
+def _world_sizes(runs: Any) -> set[str]:
+    return set(runs[WORLD_TAG].dropna().astype(str)) if WORLD_TAG in runs.columns else set()
+
+
+def _method_name(run: Any, by_world: bool) -> tuple[str, str]:
+    """(method, world suffix) of a row: runs of one method at several world sizes (`--nproc 2` and `--nproc 4`) are
+    separate rows, each compared with the reference at the same world size."""
+    method, world = str(run["tags.polymoo.method"]), run.get(WORLD_TAG)
+    return method, (f" (N={world})" if by_world and not _missing(world) and str(world) != "1" else "")
+
+
 def latest_per_seed(runs: Any) -> Any:
-    """Keep the latest run of every (model, method, seed): a rerun supersedes, it does not add a seed."""
+    """Keep the latest run of every (model, method, seed, world size): a rerun supersedes, it does not add a seed."""
     cols = ["tags.polymoo.model", "tags.polymoo.method", "tags.polymoo.seed"]
+    if WORLD_TAG in runs.columns:
+        cols.append(WORLD_TAG)
     if len(runs) == 0 or not all(c in runs.columns for c in cols) or "start_time" not in runs.columns:
         return runs
     return runs.sort_values("start_time").drop_duplicates(cols, keep="last").sort_index()
