@@ -18,6 +18,7 @@ compressed space can be followed in parameter space (the JVP scorer relies on th
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,7 +63,9 @@ class ParamLayout:
         return out
 
 
-class Compressor:
+class Compressor(abc.ABC):
+    """A linear map R^P -> R^dim applied to per-sample gradients; `lift` is its exact transpose."""
+
     name = "base"
 
     def __init__(self, layout: ParamLayout, rank: int, seed: int):
@@ -70,14 +73,14 @@ class Compressor:
         self.P = layout.numel
 
     @property
-    def dim(self) -> int:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def dim(self) -> int: ...
 
-    def compress(self, grads: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def compress(self, grads: torch.Tensor) -> torch.Tensor: ...
 
-    def lift(self, v: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def lift(self, v: torch.Tensor) -> torch.Tensor: ...
 
     def projection_working_bytes(self) -> int:
         """Peak bytes of projection matrix held at any time while compressing (regenerated chunk / matrix)."""
