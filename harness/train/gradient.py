@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.registry import Family, TrainOutcome, register_method
-from harness.run_context import RunContext
-from harness.train.sft import GradientCombiner, train_sft
 
-CombinerFactory = Callable[[Any, RunContext], GradientCombiner | None]
+if TYPE_CHECKING:  # the trainer (transformers.Trainer) is imported when a method trains, not when it registers
+    from harness.run_context import RunContext
+    from harness.train.sft import GradientCombiner
+
+CombinerFactory = Callable[[Any, "RunContext"], "GradientCombiner | None"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class GradientMethod:
 
             model, metrics = train_distributed(run, combiner)
             return TrainOutcome(model=model, metrics=metrics)
+        from harness.train.sft import train_sft
+
         model, metrics = train_sft(run, combiner=combiner)
         return TrainOutcome(model=model, metrics=metrics)
 
