@@ -367,15 +367,19 @@ def log_files(paths: dict[str, Path] | list[Path] | Path, experiment: str, run_n
 
 
 def suite_runs(suite: Any) -> Any:
-    """The finished training runs of `suite` (its experiment, its name)."""
+    """The finished training runs of `suite`: its experiment, its name and its `suite.version` (runs of an older
+    version, whose numbers the version bump says are not comparable, are left out), the latest per seed."""
     from harness.tracking import experiment_name
 
-    runs = fetch_runs(experiment_name(suite), suite.tracking.uri)
+    runs = fetch_runs(experiment_name(suite), suite.tracking.uri, latest_only=False)
     if len(runs) and "tags.polymoo.suite" in runs.columns:
         runs = runs[runs["tags.polymoo.suite"] == suite.suite.name]
+    if len(runs) and "tags.polymoo.suite_version" in runs.columns:
+        runs = runs[runs["tags.polymoo.suite_version"].astype(str) == str(suite.suite.version)]
     if len(runs) == 0:
-        raise ValueError(f"no finished runs of suite {suite.suite.name!r} in MLflow; run it first")
-    return runs
+        raise ValueError(f"no finished runs of suite {suite.suite.name!r} version {suite.suite.version} in MLflow; "
+                         "run it first")
+    return latest_per_seed(runs)
 
 
 def publish(suite: Any, metric: str = "acc", out_dir: Path = Path("results/leaderboards"), log: bool = True,

@@ -164,3 +164,22 @@ def test_errors(store):
         fetch_runs("polymoo/absent", store)
     with pytest.raises(ValueError, match="no finished runs"):
         aggregate(None)
+
+
+def test_suite_runs_keep_only_the_suite_version(tmp_path, make_suite):
+    """Runs of an older suite version are not comparable (the version bump says so): they leave the leaderboard."""
+    from harness.leaderboard import suite_runs
+    from harness.tracking import client, ensure_experiment
+    from tests._store import copy_store
+
+    uri = copy_store(tmp_path / "versions")
+    c = client(uri)
+    exp = ensure_experiment(c, "polymoo/synthetic")
+    _log_run(c, exp, "llama", "joint_sft", 0, VALUES[("llama", "joint_sft")][0], extra_tags={"polymoo.suite_version": "2"})
+    _log_run(c, exp, "llama", "joint_sft", 1, {"en": 0.0, "fr": 0.0, "sw": 0.0}, extra_tags={"polymoo.suite_version": "1"})
+    suite = make_suite(suite={"name": "synthetic", "version": 2}, tracking={"uri": uri, "experiment": "polymoo/synthetic"})
+    runs = suite_runs(suite)
+    assert list(runs["tags.polymoo.seed"]) == ["0"]
+    old = make_suite(suite={"name": "synthetic", "version": 3}, tracking={"uri": uri, "experiment": "polymoo/synthetic"})
+    with pytest.raises(ValueError, match="no finished runs of suite 'synthetic' version 3"):
+        suite_runs(old)
