@@ -24,24 +24,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from harness.moo.combiners import solver_spec, whole_combiner
-from harness.moo.diagnostics import DiagnosticsOptions
+from harness.moo.combiners import WholeVectorOptions, whole_vector_factory
 from harness.train.gradient import gradient_method
 from harness.validate import option
 
 
 @dataclass(frozen=True, kw_only=True)
-class CAGradOptions:
+class CAGradOptions(WholeVectorOptions):
     c: float = option(0.5, "reference-code", "radius of the conflict-averse ball, relative to ‖g0‖")
     rescale: Literal[0, 1, 2] = option(1, "reference-code", "0: none, 1: d/(1+c²) (official default), 2: d/(1+c)")
-    normalize: Literal["none", "l2"] = option("none", "harness", "l2: solve on unit-normalised gradients, then undo "
-                                                                "the scale (harness extension)")
-    output_scale: Literal["raw", "mean_norm"] = option("raw", "harness", "mean_norm: rescale the direction to the "
-                                                                         "norm of the mean gradient")
-    hook: Literal["full", "full_gather"] | None = option(None, "harness", "DDP hook under torchrun: full (global Gram "
-                                                                     "from bucket Grams) or full_gather (naive); "
-                                                                     "null = the suite's distributed.hook")
-    diagnostics: DiagnosticsOptions = option(DiagnosticsOptions(), "harness", "moo/* metrics and artifacts")
 
     def check(self) -> list[tuple[str, str]]:
         return [("c", f"expected a non-negative number, got {self.c}")] if self.c < 0 else []
@@ -50,6 +41,5 @@ class CAGradOptions:
 gradient_method(
     name="cagrad", summary="CAGrad conflict-averse direction over the whole trainable vector (Liu et al. 2021)",
     family="baseline", Options=CAGradOptions,
-    make_combiner=lambda o, run: whole_combiner(run, solver_spec("cagrad", o, o.normalize, o.output_scale),
-                                                o.diagnostics, o.hook),
+    make_combiner=whole_vector_factory("cagrad"),
 )

@@ -25,27 +25,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from harness.moo.combiners import solver_spec, whole_combiner
-from harness.moo.diagnostics import DiagnosticsOptions
+from harness.moo.combiners import WholeVectorOptions, whole_vector_factory
 from harness.train.gradient import gradient_method
 from harness.validate import option
 
 
 @dataclass(frozen=True, kw_only=True)
-class MGDAOptions:
+class MGDAOptions(WholeVectorOptions):
     normalize: Literal["none", "l2"] = option("none", "reference-code", "gradient normalisation before the min-norm "
                                                                        "solve (reference code: l2|loss|loss+|none)")
     output_scale: Literal["raw", "mean_norm"] = option("raw", "paper", "raw: the min-norm point (paper); mean_norm: "
                                                                       "rescaled to ‖mean gradient‖ (harness)")
-    hook: Literal["full", "full_gather"] | None = option(None, "harness", "DDP hook under torchrun: full (global Gram "
-                                                                     "from bucket Grams) or full_gather (naive); "
-                                                                     "null = the suite's distributed.hook")
-    diagnostics: DiagnosticsOptions = option(DiagnosticsOptions(), "harness", "moo/* metrics and artifacts")
 
 
 gradient_method(
     name="mgda", summary="Full MGDA: exact min-norm combination over the whole trainable vector (Sener & Koltun 2018)",
     family="baseline", Options=MGDAOptions,
-    make_combiner=lambda o, run: whole_combiner(run, solver_spec("mgda", o, o.normalize, o.output_scale),
-                                                o.diagnostics, o.hook),
+    make_combiner=whole_vector_factory("mgda"),
 )

@@ -24,29 +24,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from harness.moo.combiners import solver_spec, whole_combiner
-from harness.moo.diagnostics import DiagnosticsOptions
+from harness.moo.combiners import WholeVectorOptions, whole_vector_factory
 from harness.train.gradient import gradient_method
 from harness.validate import option
 
 
 @dataclass(frozen=True, kw_only=True)
-class PCGradOptions:
+class PCGradOptions(WholeVectorOptions):
     reduction: Literal["sum", "mean"] = option("sum", "paper", "sum (paper, Algorithm 1) or mean (PyTorch port) of "
                                                               "the projected per-language gradients")
-    normalize: Literal["none", "l2"] = option("none", "harness", "l2: project unit-normalised gradients, then undo "
-                                                                "the scale (harness extension)")
-    output_scale: Literal["raw", "mean_norm"] = option("raw", "harness", "mean_norm: rescale the direction to the "
-                                                                         "norm of the mean gradient")
-    hook: Literal["full", "full_gather"] | None = option(None, "harness", "DDP hook under torchrun: full (global Gram "
-                                                                     "from bucket Grams) or full_gather (naive); "
-                                                                     "null = the suite's distributed.hook")
-    diagnostics: DiagnosticsOptions = option(DiagnosticsOptions(), "harness", "moo/* metrics and artifacts")
 
 
 gradient_method(
     name="pcgrad", summary="PCGrad gradient surgery over the whole trainable vector (Yu et al. 2020)",
     family="baseline", Options=PCGradOptions,
-    make_combiner=lambda o, run: whole_combiner(run, solver_spec("pcgrad", o, o.normalize, o.output_scale),
-                                                o.diagnostics, o.hook),
+    make_combiner=whole_vector_factory("pcgrad"),
 )
