@@ -4,6 +4,7 @@ instead of building a 2 GB virtualenv each.
     nox -s tests [-- pytest args]      nox -s lint         nox -s quickstart
     nox -s "train(pcgrad)"             nox -s leaderboard  nox -s bench
     nox -s distributed                 nox -s record_golden -- "reason"
+    nox -s lock [-- --upgrade | --upgrade-package NAME]   (re-compile requirements/lock-*.txt, deliberately)
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import nox
@@ -19,7 +19,6 @@ import nox
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PY = VENV / "bin" / "python"
-STAMP = VENV / ".installed"
 
 nox.options.default_venv_backend = "none"
 nox.options.sessions = ["lint", "tests"]
@@ -40,14 +39,9 @@ def _suite_for(method: str) -> str:
 
 
 def env(session: nox.Session) -> str:
-    """The shared environment's python, installing it when pyproject.toml or constraints.txt changed."""
-    newest = max((ROOT / f).stat().st_mtime for f in ("pyproject.toml", "constraints.txt"))
-    if not STAMP.exists() or STAMP.stat().st_mtime < newest:
-        if not PY.exists():
-            session.run(sys.executable, "-m", "venv", str(VENV), external=True)
-        session.run(str(PY), "-m", "pip", "install", "-q", "-c", str(ROOT / "constraints.txt"), "-e", f"{ROOT}[dev]",
-                    external=True)
-        STAMP.touch()
+    """The shared environment's python, installed from the lock (a no-op of about a second when nothing changed)."""
+    session.run(str(ROOT / "scripts" / "install_env.sh"), external=True,
+                env={"VENV": str(VENV), "LOCK": os.environ.get("LOCK", str(ROOT / "requirements" / "lock-cpu.txt"))})
     session.env["PATH"] = f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
     return str(PY)
 
@@ -108,6 +102,13 @@ def bench(session: nox.Session) -> None:
     stem = "_".join(Path(t).stem for t in targets)
     session.run(py, "-m", "pytest", "-q", *targets, "-m", "bench",
                 "--benchmark-json", str(ROOT / "results" / "bench" / f"pytest_benchmark_{stem}.json"), external=True)
+
+
+@nox.session
+def lock(session: nox.Session) -> None:
+    """Re-compile requirements/lock-cpu.txt and lock-cuda.txt (uv pip compile); commit them with the reason."""
+    env(session)
+    session.run(str(ROOT / "scripts" / "lock.sh"), *session.posargs, external=True, env={"UV": str(VENV / "bin" / "uv")})
 
 
 @nox.session
