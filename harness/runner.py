@@ -21,6 +21,8 @@ from harness.config import MethodSpec, Suite
 from harness.data.sft import load_language_data
 from harness.evaluate.pipeline import evaluate_model
 from harness.models.loading import load_model
+from harness.models.tiny import weights_fingerprint
+from harness.models.tokenizer import tokenizer_fingerprint
 from harness.registry import get_method, parse_options
 from harness.run_context import DistInfo, RunContext
 from harness.seeding import seed_everything
@@ -90,6 +92,9 @@ def run_one(suite: Suite, model_name: str, spec: MethodSpec, seed: int, resume: 
         log_run_config(tracker, suite, {"run.model": model_name, "run.method": spec.name, "run.seed": seed,
                                         "run.method_options": json.dumps(spec.options, sort_keys=True),
                                         "run.data_fingerprint": data.fingerprint(),
+                                        "run.tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
+                                        **({"run.initial_weights_fingerprint": weights_fingerprint(model)}
+                                           if suite.scale == "tiny" else {}),  # full scale: the hub revision names them
                                         "run.trainable_params": sum(p.numel() for p in model.parameters()
                                                                     if p.requires_grad)})
         run = RunContext(suite=suite, method=spec, model_name=model_name, seed=seed, model=model,

@@ -7,6 +7,7 @@ the same data in the same order.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -52,13 +53,55 @@ def _split(lang: str, pairs: Sequence[tuple[str, str]], cfg: DataConfig) -> tupl
     return tuple(train[: cfg.max_examples_per_language]), tuple(held[: max(1, cfg.max_examples_per_language // 4)])
 
 
+def read_jsonl_rows(path: str, fields: tuple[str, str, str]) -> dict[str, list[tuple[str, str]]]:
+    """Rows of a local JSONL file grouped by language, in file order; every problem names the file and line.
+
+    Read directly rather than through `datasets`: the order and text are exactly the file's, and a broken, empty,
+    null or non-UTF-8 row is refused with its line number instead of a library traceback."""
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"data.path {path!r}: no such file")
+    out: dict[str, list[tuple[str, str]]] = {}
+    with file.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{where}: not UTF-8 ({err.reason} at byte {err.start})") from None
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{where}: not valid JSON ({err.msg}, column {err.colno})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            values = []
+            for field in fields:
+                if field not in row:
+                    raise ValueError(f"{where}: no field {field!r} (fields: {sorted(row)}; set data.language_field / "
+                                     "prompt_field / response_field)")
+                if not isinstance(row[field], str) or not row[field].strip():
+                    raise ValueError(f"{where}: field {field!r} must be non-empty text, got {row[field]!r}")
+                values.append(row[field])
+            out.setdefault(values[0], []).append((values[1], values[2]))
+    if not out:
+        raise ValueError(f"data.path {path!r}: the file has no rows")
+    return out
+
+
 def load_rows(cfg: DataConfig) -> dict[str, list[tuple[str, str]]]:
     """Rows of a hub dataset id or local json/jsonl/csv/parquet files, grouped by the language field."""
-    import datasets
-
     path = cfg.path or ""
     suffix = path.rsplit(".", 1)[-1] if "." in path else ""
-    builder = {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet"}.get(suffix)
+    if suffix == "jsonl":
+        return read_jsonl_rows(path, (cfg.language_field, cfg.prompt_field, cfg.response_field))
+    import datasets
+
+    builder = {"json": "json", "csv": "csv", "parquet": "parquet"}.get(suffix)
     if builder:
         ds = datasets.load_dataset(builder, data_files={cfg.split: path}, split=cfg.split)
     else:

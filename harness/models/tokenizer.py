@@ -1,16 +1,25 @@
-"""An offline byte-level BPE tokenizer trained on the offline multilingual corpus, with a chat template.
+"""The tiny twins' tokenizer: a byte-level BPE (4,096 tokens) trained on the offline multilingual corpus, with a
+chat template, frozen into the repository (``harness/models/tiny_tokenizer/``).
 
-Hubs are unreachable here, so tiny twins share this tokenizer. It is deterministic (same corpus,
-same merges) and cached on disk next to the tiny twins.
+Hubs are unreachable here, so tiny twins share this tokenizer. It is committed rather than trained on first use
+because training reads the corpus inside an installed package, and a corpus release moved every token id (and so
+every golden loss). Re-train it only deliberately: ``python -m harness.models.tokenizer --freeze "<reason>"``.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+import sys
+import time
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+FROZEN_DIR = Path(__file__).resolve().parent / "tiny_tokenizer"
+VOCAB_SIZE = 4096
 SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}<|end|>\n{% endfor %}"
@@ -32,7 +41,7 @@ def corpus_texts() -> list[str]:
     return texts
 
 
-def train_tokenizer(vocab_size: int = 4096) -> PreTrainedTokenizerFast:
+def train_tokenizer(vocab_size: int = VOCAB_SIZE) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -50,17 +59,44 @@ def train_tokenizer(vocab_size: int = 4096) -> PreTrainedTokenizerFast:
     return fast
 
 
-def offline_tokenizer(cache_dir: Path) -> PreTrainedTokenizerFast:
-    """The cached offline tokenizer, trained on first use."""
-    path = cache_dir / "tokenizer"
-    if (path / "tokenizer.json").exists():
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(path)
-    tok = train_tokenizer()
-    tmp = path.with_name(path.name + ".tmp")
-    tok.save_pretrained(tmp)
-    tmp.rename(path) if not path.exists() else None
+@functools.cache
+def _load_frozen() -> PreTrainedTokenizerFast:
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path)
+    if not (FROZEN_DIR / "tokenizer.json").exists():
+        raise FileNotFoundError(f"the frozen tiny tokenizer is missing ({FROZEN_DIR}); restore it from git, or "
+                                "re-train it deliberately: python -m harness.models.tokenizer --freeze '<reason>'")
+    return AutoTokenizer.from_pretrained(FROZEN_DIR)
+
+
+def offline_tokenizer() -> PreTrainedTokenizerFast:
+    """The frozen tiny tokenizer (a fresh copy: callers may set padding side or pad token)."""
+    import copy
+
+    return copy.deepcopy(_load_frozen())
+
+
+def tokenizer_fingerprint(tok: PreTrainedTokenizerFast) -> str:
+    """sha256 (12 hex) of what decides token ids: the serialized tokenizer, its special tokens and chat template."""
+    h = hashlib.sha256(tok.backend_tokenizer.to_str().encode())
+    h.update(json.dumps([tok.all_special_tokens, tok.chat_template or ""]).encode())
+    return h.hexdigest()[:12]
+
+
+def freeze(reason: str) -> Path:
+    """Re-train on the installed corpus and overwrite the frozen tokenizer, with a note of where it came from."""
+    from importlib.metadata import version
+
+    tok = train_tokenizer()
+    tok.save_pretrained(FROZEN_DIR)
+    note = {"fingerprint": tokenizer_fingerprint(tok), "vocab_size": len(tok), "reason": reason,
+            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "sources": {pkg: version(pkg) for pkg in ("chatterbot-corpus", "babel", "tokenizers", "transformers")}}
+    (FROZEN_DIR / "provenance.json").write_text(json.dumps(note, indent=2) + "\n")
+    return FROZEN_DIR
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "--freeze":
+        sys.exit('usage: python -m harness.models.tokenizer --freeze "<reason>"  (re-trains the committed tokenizer)')
+    print(f"frozen tokenizer written to {freeze(sys.argv[2])}; commit it with the reason and re-record the goldens")

@@ -17,6 +17,7 @@ import torch
 
 from harness.moo import available_weightings, weighting
 from harness.moo.combiners import small_ops
+from tests.conftest import DATA_SLICE
 
 pytestmark = pytest.mark.bench
 OUT = Path(__file__).resolve().parents[2] / "results" / "bench"
@@ -35,7 +36,7 @@ STEP_CASES = {
     "bkmoo_mgda_nodiag": ("bkmoo", {"solver": "mgda", "bucket_cap_mb": 0.25, "diagnostics": {"enabled": False}}),
 }
 STEP_SUITE = {"languages": {"seen": ["en", "fr", "de", "es", "it", "pt"], "unseen": []},
-              "data": {"source": "chatterbot", "max_examples_per_language": 60},
+              "data": {"source": "json", "path": str(DATA_SLICE), "max_examples_per_language": 60},
               "train": {"steps": 7, "batch_size_per_language": 4, "lr": 1.0e-3, "max_seq_len": 64,
                         "schedule": "constant", "save_model": False}}
 

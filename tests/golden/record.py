@@ -1,7 +1,8 @@
 """Re-record the golden loss trajectories: ``python -m tests.golden.record "<reason>" [label ...]``
 (or ``nox -s record_golden -- "<reason>"``). Deliberately only: put the reason in the commit message too.
 
-Writes ``results/golden/<label>.json`` with the trajectory, the case, the package versions, the git commit and the reason.
+Writes ``results/golden/<label>.json`` with the trajectory, the case, the fingerprints of its inputs (data fixture,
+examples, tokenizer, initial weights, resolved config, package versions), the git commit and the reason.
 """
 
 from __future__ import annotations
@@ -21,8 +22,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def main(argv: list[str]) -> int:
     import torch
 
-    from harness.tracking import git_commit, package_versions
-    from tests.golden.cases import CASES, GOLDEN_DIR, MODEL, RTOL, SEED, STEPS, SUITE_OVERRIDES, golden_path, run_case
+    from harness.tracking import git_commit
+    from tests.conftest import DATA_SLICE, REPO
+    from tests.golden.cases import (
+        CASES,
+        GOLDEN_DIR,
+        MODEL,
+        RTOL,
+        SEED,
+        STEPS,
+        SUITE_OVERRIDES,
+        golden_inputs,
+        golden_path,
+        run_case,
+    )
 
     if not argv or argv[0].startswith("-"):
         print(__doc__, file=sys.stderr)
@@ -39,10 +52,11 @@ def main(argv: list[str]) -> int:
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             result = run_case(label, Path(tmp))
+        portable = {**SUITE_OVERRIDES, "data": {**SUITE_OVERRIDES["data"], "path": str(DATA_SLICE.relative_to(REPO))}}
         record = {
             "label": label, "method": name, "options": options, "model": MODEL, "seed": SEED, "steps": STEPS,
-            "suite_overrides": SUITE_OVERRIDES, "rtol": RTOL, **result,
-            "versions": package_versions(), "torch_threads": torch.get_num_threads(), "git_commit": git_commit(),
+            "suite_overrides": portable, "rtol": RTOL, **result, "inputs": golden_inputs(label),
+            "torch_threads": torch.get_num_threads(), "git_commit": git_commit(),
             "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "reason": reason,
         }
         golden_path(label).write_text(json.dumps(record, indent=2) + "\n")

@@ -45,8 +45,14 @@ def test_hub_loader_on_local_jsonl(tmp_path):
     with pytest.raises(ValueError, match="no examples for languages \\['fr'\\]"):
         load_language_data(cfg, ["en", "fr"])
     bad = DataConfig(source="json", path=str(path))
-    with pytest.raises(ValueError, match="columns \\['language', 'prompt', 'response'\\] not found"):
+    with pytest.raises(ValueError, match="data.jsonl:1: no field 'language'"):
         load_language_data(bad, ["en"])
+    # other local formats go through `datasets` (a .json file of JSON lines here), with the same interface
+    as_json = path.rename(tmp_path / "data.json")
+    via_datasets = load_language_data(DataConfig(**{**cfg.__dict__, "path": str(as_json)}), ["en", "sw"])
+    assert via_datasets == data
+    with pytest.raises(ValueError, match="columns \\['language', 'prompt', 'response'\\] not found"):
+        load_language_data(DataConfig(source="json", path=str(as_json)), ["en"])
 
 
 def test_encode_masks_prompt_and_keeps_response(tiny_tokenizer):
@@ -89,3 +95,37 @@ def test_babel_items_are_parallel_and_deterministic():
     de = {i.key: i for i in make_items("de", 200)}
     assert de["DE"].choices[de["DE"].gold] == "Deutschland"
     assert all(len(set(i.choices)) == 4 for i in fr)
+
+
+def test_jsonl_rows_keep_file_order_and_text(tmp_path):
+    from harness.data.sft import read_jsonl_rows
+
+    path = tmp_path / "d.jsonl"
+    rows = [{"language": "fr", "prompt": "b", "response": "2"}, {"language": "en", "prompt": " a", "response": "1\n"},
+            {"language": "fr", "prompt": "c", "response": "3"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n", encoding="utf-8")
+    assert read_jsonl_rows(str(path), ("language", "prompt", "response")) == {"fr": [("b", "2"), ("c", "3")],
+                                                                                "en": [(" a", "1\n")]}
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "the file has no rows"),
+    (b'{"language": "en", "prompt": "a", "response": "b"}\n{"language": "en", "prompt": ', ":2: not valid JSON"),
+    (b'{"language": "en", "prompt": "a", "response": null}\n', ":1: field 'response' must be non-empty text, got None"),
+    (b'{"language": "en", "prompt": "a"}\n', ":1: no field 'response'"),
+    (b'["en", "a", "b"]\n', ":1: expected a JSON object, got list"),
+    (b'{"language": "en", "prompt": "\xff", "response": "b"}\n', ":1: not UTF-8"),
+])
+def test_jsonl_problems_name_the_file_and_line(tmp_path, content, message):
+    from harness.data.sft import read_jsonl_rows
+
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="bad.jsonl") as err:
+        read_jsonl_rows(str(path), ("language", "prompt", "response"))
+    assert message in str(err.value)
+
+
+def test_jsonl_missing_file_is_named():
+    with pytest.raises(ValueError, match="'nope.jsonl': no such file"):
+        load_language_data(DataConfig(source="json", path="nope.jsonl"), ["en"])
