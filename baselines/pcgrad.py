@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from harness.moo.combiners import WholeVectorOptions, whole_vector_factory
+from harness.moo.options import WholeVectorOptions, whole_vector_factory
 from harness.train.gradient import gradient_method
 from harness.validate import option
 

@@ -9,10 +9,13 @@ named in CONGRAD's description; its sampling details are ours.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from harness.preference.filters import RandomFilter
-from harness.preference.loop import LoopOptions, preference_method
+from harness.preference.method import LoopOptions, preference_method
 from harness.validate import option
+
+if TYPE_CHECKING:
+    from harness.preference.filters import RandomFilter
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,6 +30,11 @@ class RandomFilterOptions(LoopOptions):
         return out
 
 
+def make_filter(options: RandomFilterOptions, run) -> RandomFilter:
+    from harness.preference.filters import RandomFilter  # torch, TRL: imported when the method trains
+
+    return RandomFilter(options.keep_ratio)
+
+
 preference_method(name="random_filter", summary="Self-rewarding DPO keeping a random subset (CONGRAD's keep ratio)",
-                  family="baseline", Options=RandomFilterOptions,
-                  make_filter=lambda options, run: RandomFilter(options.keep_ratio))
+                  family="baseline", Options=RandomFilterOptions, make_filter=make_filter)

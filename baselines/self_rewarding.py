@@ -9,9 +9,12 @@ public; its use here as a multilingual baseline follows CONGRAD's description of
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from harness.preference.filters import NoFilter
-from harness.preference.loop import LoopOptions, preference_method
+from harness.preference.method import LoopOptions, preference_method
+
+if TYPE_CHECKING:
+    from harness.preference.filters import NoFilter
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -19,5 +22,11 @@ class SelfRewardingOptions(LoopOptions):
     pass
 
 
+def make_filter(options: SelfRewardingOptions, run) -> NoFilter:
+    from harness.preference.filters import NoFilter  # torch, TRL: imported when the method trains
+
+    return NoFilter()
+
+
 preference_method(name="self_rewarding", summary="Self-rewarding DPO without a pair filter (CONGRAD baseline)",
-                  family="baseline", Options=SelfRewardingOptions, make_filter=lambda options, run: NoFilter())
+                  family="baseline", Options=SelfRewardingOptions, make_filter=make_filter)

@@ -9,7 +9,7 @@ The interface (`Method`) is small: `train(run, options) -> TrainOutcome`. Evalua
 happen in the harness after `train` returns, so no method can evaluate differently. Two factories
 build the common kinds without base classes:
 - `harness.train.gradient.gradient_method(...)`: per-language gradients combined by a weighting (PCGrad, MGDA, Bucket-Level MOO);
-- `harness.preference.loop.preference_method(...)`: the self-rewarding DPO loop with a pair filter (CONGRAD and its baselines).
+- `harness.preference.method.preference_method(...)`: the self-rewarding DPO loop with a pair filter (CONGRAD and its baselines).
 """
 
 from __future__ import annotations

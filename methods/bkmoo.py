@@ -30,12 +30,14 @@ hooks of `harness.distributed` apply the same per-bucket coefficients (`block_co
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from harness.moo.combiners import bucket_combiner, solver_spec
-from harness.moo.diagnostics import DiagnosticsOptions
+from harness.moo.options import DiagnosticsOptions
 from harness.train.gradient import gradient_method
 from harness.validate import option
+
+if TYPE_CHECKING:
+    from harness.moo.combiners import GramCombiner
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,9 +68,14 @@ class BKMOOOptions:
         return out
 
 
+def make_combiner(o: BKMOOOptions, run) -> GramCombiner:
+    from harness.moo.combiners import bucket_combiner, solver_spec  # torch: imported when the method trains
+
+    return bucket_combiner(run, solver_spec(o.solver, o, o.normalize, o.output_scale), o.bucket_cap_mb, o.diagnostics,
+                           o.hook)
+
+
 gradient_method(
     name="bkmoo", summary="Bucket-Level MOO: MGDA/PCGrad/CAGrad per DDP gradient bucket (arXiv 2606.05613)",
-    family="proposed", Options=BKMOOOptions,
-    make_combiner=lambda o, run: bucket_combiner(run, solver_spec(o.solver, o, o.normalize, o.output_scale),
-                                                 o.bucket_cap_mb, o.diagnostics, o.hook),
+    family="proposed", Options=BKMOOOptions, make_combiner=make_combiner,
 )

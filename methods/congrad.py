@@ -30,11 +30,13 @@ Harness choices (`source: harness`): prompt slices, batch sizes, evaluation betw
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from harness.preference.compression import COMPRESSIONS
-from harness.preference.filters import CongradFilter
-from harness.preference.loop import LoopOptions, preference_method
+from harness.preference.method import LoopOptions, preference_method
 from harness.validate import option
+
+if TYPE_CHECKING:
+    from harness.preference.filters import CongradFilter
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,6 +62,8 @@ class CongradOptions(LoopOptions):
     jvp_batch_size: int = option(16, "harness", "pairs per JVP")
 
     def check(self) -> list[tuple[str, str]]:
+        from harness.preference.compression import COMPRESSIONS  # torch: imported when options are checked
+
         out = super().check()
         if not 0 < self.keep_ratio <= 1:
             out.append(("keep_ratio", f"expected a number in (0, 1], got {self.keep_ratio}"))
@@ -84,6 +88,8 @@ class CongradOptions(LoopOptions):
 
 
 def make_filter(options: CongradOptions, run) -> CongradFilter:
+    from harness.preference.filters import CongradFilter  # torch, TRL: imported when the method trains
+
     return CongradFilter(keep_ratio=options.keep_ratio, threshold=options.threshold, compression=options.compression,
                          rank=options.rank, nnz=options.sparse_nnz, chunk=options.projection_chunk,
                          ema_decay=options.ema_decay, ema_batch_size=options.ema_batch_size,

@@ -43,10 +43,12 @@ import torch
 from torch import Tensor, nn
 
 from harness.buckets import Bucket, bucket_plan, trainable_parameters
-from harness.moo.diagnostics import Diagnostics, DiagnosticsOptions
+from harness.moo.diagnostics import Diagnostics
+from harness.moo.options import DiagnosticsOptions
+from harness.moo.options import WholeVectorOptions as WholeVectorOptions  # re-exported: defined without torch
+from harness.moo.options import whole_vector_factory as whole_vector_factory
 from harness.moo.weightings import Weighting, combine, gram, weighting
 from harness.seeding import generator
-from harness.validate import option as _option
 
 if TYPE_CHECKING:
     from harness.run_context import RunContext
@@ -321,31 +323,6 @@ def whole_combiner(run: RunContext, spec: CombinerSpec, diagnostics: Diagnostics
     combiner = GramCombiner([whole_block(offsets)], spec, run.seed, diag, diag_blocks, scope="global")
     combiner.hook = hook
     return combiner
-
-
-@dataclass(frozen=True, kw_only=True)
-class WholeVectorOptions:
-    """Options every full-gradient baseline shares; a baseline's Options subclass it and add the solver's own
-    (a subclass may redefine a field to document a different source)."""
-
-    normalize: Literal["none", "l2"] = _option("none", "harness", "l2: solve on unit-normalised gradients, then undo "
-                                                                 "the scale (harness extension)")
-    output_scale: Literal["raw", "mean_norm"] = _option("raw", "harness", "mean_norm: rescale the direction to the "
-                                                                          "norm of the mean gradient")
-    hook: Literal["full", "full_gather"] | None = _option(None, "harness", "DDP hook under torchrun: full (global "
-                                                                      "Gram from bucket Grams) or full_gather (naive); "
-                                                                      "null = the suite's distributed.hook")
-    diagnostics: DiagnosticsOptions = _option(DiagnosticsOptions(), "harness", "moo/* metrics and artifacts")
-
-
-def whole_vector_factory(solver: str) -> Any:
-    """`make_combiner` of a full-gradient baseline: `solver` on the whole trainable vector."""
-
-    def make(options: WholeVectorOptions, run: RunContext) -> GramCombiner:
-        spec = solver_spec(solver, options, options.normalize, options.output_scale)
-        return whole_combiner(run, spec, options.diagnostics, options.hook)
-
-    return make
 
 
 def bucket_combiner(run: RunContext, spec: CombinerSpec, bucket_cap_mb: float,

@@ -26,39 +26,13 @@ Per-language losses are logged by the trainer (``train/loss/<lang>``). Artifacts
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from harness.moo.options import DiagnosticsOptions as DiagnosticsOptions  # re-exported: defined without torch
 from harness.moo.weightings import min_norm_residual
-from harness.validate import option
-
-
-@dataclass(frozen=True, kw_only=True)
-class DiagnosticsOptions:
-    """The ``diagnostics:`` mapping of the gradient methods' options."""
-
-    enabled: bool = option(True, "harness", "compute and log the moo/* diagnostics and artifacts")
-    every: int = option(0, "harness", "diagnose every n optimizer steps; 0 = the suite's train.log_every")
-    dump_every: int = option(10, "harness", "full per-bucket JSON dump and heatmap every n steps (and at the last "
-                                            "step); 0 = only at the last step")
-    per_bucket_pairs: bool = option(True, "harness", "log moo/bucket/<i>/cos/<a>-<b> for every pair (else only "
-                                                     "cos_min per bucket; the dump has them all)")
-    heatmap: bool = option(True, "harness", "log the bucket × language-pair conflict heatmap artifact")
-    bucket_cap_mb: float | None = option(None, "harness", "whole-vector methods only: DDP bucket cap of the buckets "
-                                                          "used for per-bucket diagnostics; null = DDP's default "
-                                                          "(25 MiB, first bucket 1 MiB)")
-
-    def check(self) -> list[tuple[str, str]]:
-        out = []
-        for key in ("every", "dump_every"):
-            if getattr(self, key) < 0:
-                out.append((key, f"expected a non-negative integer, got {getattr(self, key)}"))
-        if self.bucket_cap_mb is not None and self.bucket_cap_mb <= 0:
-            out.append(("bucket_cap_mb", f"expected a positive number or null, got {self.bucket_cap_mb}"))
-        return out
 
 
 def cosines(g: Tensor) -> Tensor:

@@ -29,7 +29,6 @@ import torch
 
 from harness.moo import combine, gram, weighting
 from harness.preference.compression import Compressor, ParamLayout, make_compressor
-from harness.preference.dpo import collate_pairs, pair_losses, sequence_logps
 from harness.preference.pairs import Pair
 from harness.seeding import generator
 
@@ -112,6 +111,8 @@ def _flat(grads: Sequence[torch.Tensor | None], params: Sequence[torch.Tensor]) 
 
 @torch.no_grad()
 def reference_logps(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    from harness.preference.dpo import sequence_logps  # TRL: imported when gradients are computed
+
     return sequence_logps(model, batch)[0]
 
 
@@ -119,6 +120,8 @@ def per_sample_gradients(model: Any, tokenizer: Any, pairs: Sequence[Pair], beta
                          max_length: int | None, ref_logps: torch.Tensor | None = None) -> torch.Tensor:
     """Flat LP-DPO gradient of every pair (N × P, trainable parameters in `named_parameters` order), one backward each.
     `ref_logps` (2N: chosen rows then rejected rows) defaults to the current model's (policy = reference)."""
+    from harness.preference.dpo import collate_pairs, pair_losses
+
     params = [p for _, p in trainable(model)]
     rows = []
     for i, pair in enumerate(pairs):
@@ -133,6 +136,8 @@ def per_sample_gradients(model: Any, tokenizer: Any, pairs: Sequence[Pair], beta
 def mean_gradient(model: Any, tokenizer: Any, pairs: Sequence[Pair], beta: float, alpha: float,
                   max_length: int | None) -> torch.Tensor:
     """Flat gradient of the mean LP-DPO loss of a mini-batch (one forward/backward)."""
+    from harness.preference.dpo import collate_pairs, pair_losses
+
     params = [p for _, p in trainable(model)]
     batch = {k: v.to(params[0].device) for k, v in collate_pairs(tokenizer, pairs, max_length).items()}
     ref = reference_logps(model, batch)
@@ -161,6 +166,8 @@ def jvp_scores(model: Any, tokenizer: Any, pairs: Sequence[Pair], direction: tor
     """g_i·direction for every pair, by one forward-mode JVP of the per-pair loss vector per batch (no per-sample
     gradients). `direction` is flat over the trainable parameters."""
     from torch.func import functional_call, jvp
+
+    from harness.preference.dpo import collate_pairs, pair_losses
 
     named = trainable(model)
     primals, tangents, offset = {}, {}, 0

@@ -1,4 +1,5 @@
-"""`preference_method(...)`: the self-rewarding DPO loop (M1 → M2 → M3 …) with a pluggable pair filter.
+"""The self-rewarding DPO loop (M1 → M2 → M3 …) with a pluggable pair filter: what a method registered with
+`preference_method(...)` (`harness.preference.method`, re-exported here) runs when it trains.
 
 One iteration, for the seen languages: take prompts from ``run.data.train[lang]`` (a seeded order, a fresh slice each
 iteration), sample N responses per prompt, judge them, build best-vs-worst pairs, filter them (CONGRAD, random, none),
@@ -14,8 +15,8 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -24,72 +25,15 @@ from harness.data.sft import Example
 from harness.preference.dpo import LPDPOTrainer, collate_pairs, dpo_dataset, make_dpo_config, sequence_logps
 from harness.preference.filters import FilterContext, FilterResult, PairFilter, by_language, warn_missing
 from harness.preference.generation import generate
-from harness.preference.judges import JUDGES, make_judge
+from harness.preference.judges import make_judge
+from harness.preference.method import FilterFactory as FilterFactory  # re-exported: registration needs no torch
+from harness.preference.method import LoopOptions
+from harness.preference.method import PreferenceMethod as PreferenceMethod
+from harness.preference.method import preference_method as preference_method
 from harness.preference.pairs import Pair, build_pairs
-from harness.registry import Family, TrainOutcome, register_method
+from harness.registry import TrainOutcome
 from harness.run_context import RunContext
 from harness.seeding import derive_seed
-from harness.validate import option
-
-
-@dataclass(frozen=True, kw_only=True)
-class LoopOptions:
-    """Options shared by every self-rewarding method (CONGRAD, its baselines): they differ only in the pair filter."""
-
-    iterations: int = option(3, "reconstruction", "self-rewarding iterations M1 -> M2 -> M3 (count)")
-    prompts_per_language: int = option(16, "reconstruction",
-                                       "prompts per seen language per iteration (a fresh seeded slice of the train split)")
-    responses_per_prompt: int = option(4, "reconstruction", "N sampled responses per prompt")
-    temperature: float = option(0.8, "reconstruction", "sampling temperature")
-    top_p: float = option(0.95, "reconstruction", "nucleus sampling top-p")
-    max_new_tokens: int = option(48, "harness", "maximum generated tokens per response")
-    generation_batch_size: int = option(16, "harness", "prompts per generate() call")
-    judge: str = option("reference", "reconstruction",
-                        "self: the model scores its answers with the additive 5-point rubric; reference: chrF against "
-                        "the prompt's reference answer (deterministic; for tiny random models)")
-    judge_max_new_tokens: int = option(64, "harness", "tokens the self judge may write")
-    min_score_gap: float = option(0.0, "reconstruction", "pairs need best - worst > this (0: only exact ties skipped)")
-    beta: float = option(0.1, "reconstruction", "DPO beta")
-    lp_alpha: float = option(0.01, "reconstruction",
-                             "LP-DPO length penalty alpha per token of length difference (0 = plain DPO)")
-    dpo_epochs: float = option(1.0, "reconstruction", "DPO epochs over the kept pairs per iteration")
-    dpo_batch_size: int = option(4, "harness", "pairs per DPO step")
-    dpo_lr: float | None = option(None, "harness", "DPO learning rate (null: the suite's train.lr)")
-    dpo_max_length: int | None = option(None, "harness",
-                                        "DPO max sequence length (null: train.max_seq_len + max_new_tokens)")
-    eval_each_iteration: bool = option(True, "harness",
-                                       "evaluate intermediate iterations (metrics prefixed iter<k>/); the final model "
-                                       "is always evaluated by the harness")
-    win_rate_prompts_per_language: int = option(4, "harness",
-                                                "held-out prompts per seen language for the win rate of the final model "
-                                                "vs the initial one under the configured judge (0: skip)")
-
-    def check(self) -> list[tuple[str, str]]:
-        out = []
-        for key in ("iterations", "prompts_per_language", "max_new_tokens", "generation_batch_size",
-                    "judge_max_new_tokens", "dpo_batch_size"):
-            if getattr(self, key) <= 0:
-                out.append((key, f"expected a positive integer, got {getattr(self, key)}"))
-        if self.responses_per_prompt < 2:
-            out.append(("responses_per_prompt", f"needs at least 2 responses to build a pair, got {self.responses_per_prompt}"))
-        if self.judge not in JUDGES:
-            out.append(("judge", f"expected one of {list(JUDGES)}, got {self.judge!r}"))
-        if not 0 < self.top_p <= 1:
-            out.append(("top_p", f"expected a number in (0, 1], got {self.top_p}"))
-        if self.temperature <= 0:
-            out.append(("temperature", f"expected a positive number, got {self.temperature}"))
-        if self.beta <= 0:
-            out.append(("beta", f"expected a positive number, got {self.beta}"))
-        if self.lp_alpha < 0:
-            out.append(("lp_alpha", f"expected >= 0, got {self.lp_alpha}"))
-        if self.dpo_epochs <= 0:
-            out.append(("dpo_epochs", f"expected a positive number, got {self.dpo_epochs}"))
-        if self.win_rate_prompts_per_language < 0:
-            out.append(("win_rate_prompts_per_language", "expected >= 0"))
-        return out
-
-
-FilterFactory = Callable[[Any, RunContext], PairFilter]
 
 
 def iteration_prompts(examples: Sequence[Example], seed: int, language: str, iteration: int, n: int) -> list[Example]:
@@ -122,26 +66,6 @@ def _histogram_figure(title: str, values: dict[str, list[float]], xlabel: str):
 
 def _finite(metrics: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
-
-
-@dataclass(frozen=True)
-class PreferenceMethod:
-    name: str
-    summary: str
-    family: Family
-    Options: type
-    make_filter: FilterFactory
-    version: int = 1
-    kind: str = "preference"
-
-    def train(self, run: RunContext, options: Any) -> TrainOutcome:
-        return SelfRewardingLoop(run, options, self.make_filter(options, run)).execute()
-
-
-def preference_method(*, name: str, summary: str, family: Family, Options: type, make_filter: FilterFactory,
-                      version: int = 1) -> PreferenceMethod:
-    """Register a self-rewarding DPO method whose iterations keep the pairs `make_filter(options, run)` selects."""
-    return register_method(PreferenceMethod(name, summary, family, Options, make_filter, version))
 
 
 class SelfRewardingLoop:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
-import mlflow
 import pytest
-from mlflow.tracking import MlflowClient
 
 from harness.cli import main
 from harness.leaderboard import aggregate, fetch_runs, to_markdown
-from harness.runner import run_dir_for, run_one
 from harness.tracking import experiment_name
+
+if TYPE_CHECKING:  # mlflow and harness.runner (transformers.Trainer) are imported by the tests, not at collection
+    from mlflow.tracking import MlflowClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -21,6 +22,11 @@ def _history(c: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
 
 
 def test_run_logs_everything_a_researcher_needs(tmp_store, make_suite):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from harness.runner import run_one
+
     suite = make_suite(eval={"tasks": ["babel_mc"], "mc_items_per_language": 6})
     result = run_one(suite, "llama", suite.methods[0], 0)
     c = MlflowClient(tmp_store)
@@ -51,6 +57,10 @@ def test_run_logs_everything_a_researcher_needs(tmp_store, make_suite):
 
 
 def test_failed_run_is_marked_and_resumes_from_checkpoint(tmp_store, make_suite):
+    from mlflow.tracking import MlflowClient
+
+    from harness.runner import run_dir_for, run_one
+
     suite = make_suite(train={"steps": 6, "save_every": 2, "fail_at_step": 4})
     with pytest.raises(RuntimeError, match="simulated failure"):
         run_one(suite, "llama", suite.methods[0], 0)
@@ -73,6 +83,8 @@ def test_failed_run_is_marked_and_resumes_from_checkpoint(tmp_store, make_suite)
 
 
 def test_resume_is_equivalent_to_an_uninterrupted_run(tmp_store, make_suite):
+    from harness.runner import run_one
+
     straight = make_suite(train={"steps": 4, "save_every": 2})
     a = run_one(straight, "llama", straight.methods[0], 0)
     broken = make_suite(train={"steps": 4, "save_every": 2, "fail_at_step": 2}, suite={"name": "other"})
@@ -106,6 +118,8 @@ def test_cli_run_then_leaderboard_from_store_alone(tmp_store, make_suite, tmp_pa
 
 
 def test_fresh_run_keeps_earlier_run_files(tmp_store, make_suite):
+    from harness.runner import run_dir_for, run_one
+
     suite = make_suite(train={"steps": 1})
     run_one(suite, "llama", suite.methods[0], 0)
     run_one(suite, "llama", suite.methods[0], 0)

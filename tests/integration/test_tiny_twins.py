@@ -11,7 +11,6 @@ from harness.data.sft import Example, TokenizedLanguages, collate
 from harness.models.catalog import ARCHITECTURES, resolve_model
 from harness.models.loading import load_model
 from harness.models.tiny import build_tiny
-from harness.train.sft import token_losses
 
 EXAMPLES = {"en": [Example("en", "Hello", "Hi, how are you?"), Example("en", "What is AI?", "Artificial intelligence.")],
             "fr": [Example("fr", "Bonjour", "Salut, ça va ?"), Example("fr", "Merci", "De rien")]}
@@ -24,6 +23,8 @@ def _batch(tokenizer):
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_twin_builds_reloads_and_trains(arch, tmp_path):
+    from harness.train.sft import token_losses  # transformers.Trainer: imported by the test, not at collection
+
     path = build_tiny(arch)
     assert build_tiny(arch) == path, "cached"
     model = AutoModelForCausalLM.from_pretrained(path)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import harness.train.sft as sft
 from tests.methods._tiny import gradient_methods, max_diff, train
 
 pytestmark = pytest.mark.slow
@@ -21,6 +20,8 @@ def _finite(trained) -> bool:
 
 def _patch_losses(monkeypatch, transform):
     """Wrap the trainer's per-language losses: transform(call index, {language id: loss}) -> losses."""
+    import harness.train.sft as sft  # transformers.Trainer: imported by the tests, not at collection
+
     real = sft.language_losses
     calls = {"n": 0}
 
@@ -76,6 +77,8 @@ def test_non_finite_gradient_skips_the_step(tmp_path, monkeypatch, name, bad):
         return {k: (v * bad if (k == de and i // per_step == 1) else v) for k, v in losses.items()}
 
     _patch_losses(monkeypatch, inject)
+    import harness.train.sft as sft
+
     real_step = sft.StepLogger.on_step_end
 
     def snapshot(self, args, state, control, **kwargs):

@@ -7,21 +7,14 @@ import math
 
 import pytest
 import torch
-from trl import DPOTrainer
 
-from harness.preference.dpo import (
-    LPDPOTrainer,
-    collate_pairs,
-    dpo_dataset,
-    lp_dpo_loss,
-    make_dpo_config,
-    pair_losses,
-    sequence_logps,
-    tokenize_pair,
-)
+# harness.preference.dpo and trl's DPOTrainer import transformers.Trainer (seconds): each test imports what it uses,
+# so collecting this module stays cheap.
 
 
 def test_lp_dpo_loss_hand_computed():
+    from harness.preference.dpo import lp_dpo_loss
+
     # z = 0.1 * ((-10 + 11) - (-12 + 11)) - 0.05 * (5 - 3) = 0.2 - 0.1 = 0.1 ; loss = log(1 + e^-0.1)
     t = torch.tensor
     loss = lp_dpo_loss(t([-10.0]), t([-12.0]), t([-11.0]), t([-11.0]), t([5]), t([3]), beta=0.1, alpha=0.05)
@@ -35,6 +28,8 @@ def test_lp_dpo_loss_hand_computed():
 
 
 def _trainer(cls, model, tok, pairs, tmp_path, **extra):
+    from harness.preference.dpo import dpo_dataset, make_dpo_config
+
     cfg = make_dpo_config(str(tmp_path / cls.__name__), per_device_train_batch_size=len(pairs), max_steps=1,
                           learning_rate=1e-3, beta=0.1, max_length=64, seed=0)
     return cls(model=model, args=cfg, train_dataset=dpo_dataset(pairs), processing_class=tok, **extra)
@@ -52,6 +47,10 @@ def fresh_llama():
 
 
 def test_alpha_zero_equals_trl_dpo_and_alpha_positive_equals_hand_formula(fresh_llama, pairs, tmp_path):
+    from trl import DPOTrainer
+
+    from harness.preference.dpo import LPDPOTrainer, pair_losses, sequence_logps
+
     model, tok = fresh_llama
     pairs = pairs[:4]
     trl_plain = _trainer(DPOTrainer, model, tok, pairs, tmp_path)
@@ -93,6 +92,8 @@ def test_alpha_zero_equals_trl_dpo_and_alpha_positive_equals_hand_formula(fresh_
 
 
 def test_lp_dpo_refuses_configs_it_cannot_express(fresh_llama, pairs, tmp_path):
+    from harness.preference.dpo import LPDPOTrainer, dpo_dataset, make_dpo_config
+
     model, tok = fresh_llama
     cfg = make_dpo_config(str(tmp_path / "x"), per_device_train_batch_size=2, max_steps=1, beta=0.1,
                           precompute_ref_log_probs=False)
@@ -101,6 +102,10 @@ def test_lp_dpo_refuses_configs_it_cannot_express(fresh_llama, pairs, tmp_path):
 
 
 def test_tokenization_matches_trl(fresh_llama, pairs, tmp_path):
+    from trl import DPOTrainer
+
+    from harness.preference.dpo import collate_pairs, tokenize_pair
+
     model, tok = fresh_llama
     trainer = _trainer(DPOTrainer, model, tok, pairs, tmp_path)
     for i, pair in enumerate(pairs):

@@ -44,7 +44,8 @@ def test_valid_suite_resolves_defaults(tmp_path):
 @pytest.mark.parametrize(("mutate", "expected"), [
     (lambda d: d["methods"].append({"name": "pcgradd"}), "methods[1].name: unknown method 'pcgradd'"),
     (lambda d: d["languages"]["seen"].append("xx"), "languages.seen[3]: unknown language 'xx'"),
-    (lambda d: d["languages"]["unseen"].append("sw"), "languages.unseen[1]: no offline data for 'sw'"),
+    (lambda d: (d["languages"]["unseen"].append("sw"), d.__setitem__("data", {"source": "chatterbot"})),
+     "languages.unseen[1]: no offline data for 'sw'"),
     (lambda d: d.__setitem__("models", ["llamma"]), "models[0]: unknown model 'llamma' (did you mean 'llama'?)"),
     (lambda d: d["train"].__setitem__("steps", -3), "train.steps: expected a positive integer, got -3"),
     (lambda d: d["train"].__setitem__("lr", "fast"), "train.lr: expected float, got 'fast'"),

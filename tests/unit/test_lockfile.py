@@ -3,9 +3,8 @@ pyproject.toml (a dependency added without re-locking fails here)."""
 
 from __future__ import annotations
 
-import tomllib
-
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 
 from harness.lockfile import compare, normalize, read_lock

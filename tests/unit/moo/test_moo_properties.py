@@ -293,23 +293,26 @@ def test_min_norm_residual_zero_when_stationary():
 # cross-checks against torchjd (test oracle only; never imported by harness/)
 # ---------------------------------------------------------------------------------------------------------------------
 
-torchjd_agg = pytest.importorskip("torchjd.aggregation")
+@pytest.fixture(scope="module")
+def torchjd_agg():
+    """torchjd.aggregation, imported by the tests that use it (not at collection: it costs most of a second)."""
+    return pytest.importorskip("torchjd.aggregation")
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_torchjd_imtl_g(seed):
+def test_torchjd_imtl_g(seed, torchjd_agg):
     g = gram(random_jacobian(2 + seed, 10, seed))
     torch.testing.assert_close(weighting("imtl_g")(g), torchjd_agg.IMTLGWeighting()(g), atol=1e-9, rtol=1e-7)
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_torchjd_pcgrad_k2(seed):
+def test_torchjd_pcgrad_k2(seed, torchjd_agg):
     g = gram(random_jacobian(2, 4, seed))
     torch.testing.assert_close(weighting("pcgrad")(g), torchjd_agg.PCGradWeighting()(g), atol=1e-12, rtol=1e-10)
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_torchjd_mgda(seed):
+def test_torchjd_mgda(seed, torchjd_agg):
     k = 2 + seed
     g = gram(random_jacobian(k, 10, seed))
     ours = weighting("mgda")(g)
@@ -334,7 +337,7 @@ class _NNLSProjector:
 
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("rank", [None, 1])
-def test_torchjd_upgrad(seed, rank):
+def test_torchjd_upgrad(seed, rank, torchjd_agg):
     g = gram(random_jacobian(2 + seed, 10, seed, rank))
     theirs = torchjd_agg.UPGradWeighting(projector=_NNLSProjector())(g)
     torch.testing.assert_close(weighting("upgrad")(g), theirs, atol=1e-8, rtol=1e-8)
