@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.train.gradient import gradient_method
+from harness.method import gradient_method
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -25,8 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from harness.method import gradient_method
 from harness.moo.options import WholeVectorOptions, whole_vector_factory
-from harness.train.gradient import gradient_method
 from harness.validate import option
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness.preference.method import LoopOptions, preference_method
+from harness.method import preference_method
+from harness.preference.method import LoopOptions
 from harness.validate import option
 
 if TYPE_CHECKING:

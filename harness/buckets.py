@@ -22,7 +22,8 @@ What DDP does (torch 2.13, ``torch/nn/parallel/distributed.py`` and ``reducer.cp
   ``input_layernorm``/``post_attention_layernorm`` after ``self_attn``/``mlp``, but their gradients are ready after the
   MLP / attention weights, so reverse order gives different buckets than DDP's rebuild. For such models pass
   ``ready_order=closure`` (one forward+backward; the order is recorded by :func:`grad_ready_order`) — verified
-  bucket-for-bucket against DDP in ``tests/unit/test_buckets.py``.
+  bucket-for-bucket against DDP in ``tests/unit/test_buckets.py``. :func:`ddp_bucket_plan` does it for an HF causal LM
+  with a fixed probe batch (what the single-process combiners use).
 * Not modelled: ``bucket_cap_mb_list`` and the ``DDP_SET_LAST_BUCKET_CAP`` environment switch.
 
 Bucket indices are DDP's ``bucket.index()``; names inside a bucket are in ``bucket.parameters()`` order.
@@ -196,6 +197,34 @@ def grad_ready_order(model: nn.Module, closure: Callable[[], object]) -> list[st
         for (_, p), g in zip(named, saved, strict=True):
             p.grad = g
     return list(dict.fromkeys(seen))
+
+
+def ddp_bucket_plan(model: nn.Module, bucket_cap_mb: float | None) -> list[Bucket]:
+    """DDP's rebuilt buckets for ``DDP(model, bucket_cap_mb=...)``, the ready order recorded by a probe backward.
+
+    The probe runs one forward/backward of a causal LM on 2×8 fixed token ids (its gradients are discarded and the
+    RNG state restored). Models that are not HF causal LMs (no ``get_input_embeddings``) use the reverse parameter
+    order, which is DDP's for plain sequential stacks.
+    """
+    if not hasattr(model, "get_input_embeddings"):
+        return bucket_plan(model, bucket_cap_mb)
+    named = trainable_parameters(model)
+    if not named:
+        return []
+    device = named[0][1].device
+    vocab = model.get_input_embeddings().num_embeddings
+
+    def probe() -> None:
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            ids = torch.randint(0, vocab, (2, 8), generator=torch.Generator().manual_seed(0)).to(device)
+            model(input_ids=ids, labels=ids).loss.backward()
+
+    order = grad_ready_order(model, probe)
+    # parameters the probe did not reach (unused by the forward) are ready last, in reverse registration order
+    reached = set(order)
+    order += [n for n, _ in reversed(named) if n not in reached]
+    return bucket_plan(model, bucket_cap_mb, ready_order=order)
 
 
 def plan_as_dict(plan: Sequence[Bucket]) -> dict[int, list[str]]:

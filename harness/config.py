@@ -1,8 +1,8 @@
-"""Suites: YAML files naming models, languages, data, methods, training, evaluation, seeds and tracking.
+"""The suite schema: frozen dataclasses for models, languages, data, methods, training, evaluation, seeds, tracking.
 
-`load_suite(path, overrides)` reads the YAML, applies `--set a.b=c` overrides, validates everything into
-frozen dataclasses and raises one `ConfigError` listing every problem as `file: key.path: message`,
-before any model is built. `Suite.resolved()` is what gets logged with every run.
+Pure schema: each dataclass checks its own values (`check()`), and knows nothing of the method registry, the model
+catalog or the evaluation tasks. Loading a YAML file, `include`, `--set` overrides and the checks against those
+registries live in :mod:`harness.suite`. `Suite.resolved()` is what gets logged with every run.
 """
 
 from __future__ import annotations
@@ -10,13 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from harness.languages import KNOWN_LANGUAGES, OFFLINE_LANGUAGES
-from harness.validate import ConfigError, from_dict, suggest, to_dict
+from harness.validate import suggest, to_dict
 
 CACHE_VERSION = 1
 
@@ -103,14 +100,13 @@ class TrainConfig:
     log_every: int = 1
     save_every: int = 0  # 0: only at the end
     save_model: bool = True  # final weights under <run>/final (checkpoints are dropped once a run finishes)
-    fail_at_step: int = 0  # testing aid: raise after this optimizer step (0 = never)
 
     def check(self) -> list[tuple[str, str]]:
         out = []
         for key in ("steps", "batch_size_per_language", "max_seq_len", "log_every"):
             if getattr(self, key) <= 0:
                 out.append((key, f"expected a positive integer, got {getattr(self, key)}"))
-        for key in ("warmup_steps", "save_every", "fail_at_step"):
+        for key in ("warmup_steps", "save_every"):
             if getattr(self, key) < 0:
                 out.append((key, f"expected a non-negative integer, got {getattr(self, key)}"))
         if self.lr <= 0:
@@ -130,13 +126,7 @@ class EvalConfig:
     limit: int | None = None
 
     def check(self) -> list[tuple[str, str]]:
-        from harness.evaluate.mc import LOCAL_TASKS
-
-        out = []
-        for i, task in enumerate(self.tasks):
-            if task not in LOCAL_TASKS:
-                out.append((f"tasks[{i}]", f"unknown task {task!r}{suggest(task, LOCAL_TASKS)}; local tasks: "
-                                           f"{', '.join(LOCAL_TASKS)} (hub tasks go in lm_eval_tasks: {{task: language}})"))
+        out = []  # task names are checked against the evaluation registry by harness.suite
         for task, lang in self.lm_eval_tasks.items():
             if lang not in KNOWN_LANGUAGES:
                 out.append((f"lm_eval_tasks.{task}", f"unknown language {lang!r}{suggest(lang, KNOWN_LANGUAGES)}"))
@@ -174,6 +164,9 @@ class MethodSpec:
     name: str
     options: dict[str, Any] = field(default_factory=dict)
     label: str | None = None  # leaderboard row name; default derives from name and options
+    # The method's typed Options, parsed once by harness.suite when the suite is validated. Derived, so it is not part
+    # of the schema (init=False: a YAML file cannot set it) nor of the resolved config and its hash.
+    parsed_options: Any = field(default=None, init=False, compare=False, repr=False)
 
     @property
     def display(self) -> str:
@@ -234,104 +227,3 @@ class Suite:
         if seed is not None:
             out = replace(out, seeds=(seed,))
         return out
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """'train.steps=20' -> (['train', 'steps'], 20); the value is parsed as YAML."""
-    if "=" not in text:
-        raise ConfigError([f"--set {text!r}: expected key.path=value"])
-    key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw)
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    for text in overrides:
-        keys, value = parse_override(text)
-        node: Any = data
-        for i, key in enumerate(keys[:-1]):
-            if isinstance(node, list):
-                node = node[int(key)]
-                continue
-            if node.get(key) is None:
-                node[key] = {}
-            node = node[key]
-            if not isinstance(node, (dict, list)):
-                raise ConfigError([f"--set {text}: {'.'.join(keys[: i + 1])} is not a mapping"])
-        last = keys[-1]
-        if isinstance(node, list):
-            node[int(last)] = value
-        else:
-            node[last] = value
-    return data
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise ConfigError([f"{path}: file not found"])
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError([f"{path}: malformed YAML: {err}"]) from err
-    if not isinstance(data, dict):
-        raise ConfigError([f"{path}: expected a mapping at the top level, got {type(data).__name__}"])
-    include = data.pop("include", None)
-    if include:
-        base = read_yaml((path.parent / include).resolve())
-        data = _deep_merge(base, data)
-    return data
-
-
-def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in top.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def suite_from_data(data: dict[str, Any], source: str = "<memory>") -> Suite:
-    """Validate suite data (models and methods against their registries); raise ConfigError naming `source`.
-
-    Registry checks run on the raw data too, so one pass reports every problem of the file."""
-    problems: list[str] = []
-    suite = from_dict(Suite, {**data, "source": source}, "", problems)
-    problems += _check_registries(data)
-    if problems:
-        raise ConfigError([f"{source}: {p}" for p in dict.fromkeys(problems)])
-    return suite
-
-
-def _check_registries(data: dict[str, Any]) -> list[str]:
-    from harness.models.catalog import check_model_name
-    from harness.registry import check_method_options
-
-    problems = []
-    scale = data.get("scale", "tiny")
-    models = data.get("models")
-    for i, name in enumerate(models if isinstance(models, list) else []):
-        message = check_model_name(str(name), scale) if isinstance(name, str) else None
-        if message:
-            problems.append(f"models[{i}]: {message}")
-    methods = data.get("methods")
-    labels = []
-    for i, spec in enumerate(methods if isinstance(methods, list) else []):
-        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-            continue
-        options = spec.get("options") or {}
-        if isinstance(options, dict):
-            problems += [f"methods[{i}].{p}" for p in check_method_options(spec["name"], options)]
-        labels.append(spec.get("label") or spec["name"])
-    if len(set(labels)) != len(labels):
-        problems.append("methods: two entries share a name; give them distinct `label`s")
-    return problems
-
-
-def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
-    path = Path(path)
-    data = read_yaml(path)
-    try:
-        data = apply_overrides(data, overrides or [])
-    except ConfigError as err:
-        raise ConfigError([f"{path}: {p}" for p in err.problems]) from err
-    except (KeyError, IndexError, ValueError) as err:
-        raise ConfigError([f"{path}: --set: cannot apply override ({err})"]) from err
-    return suite_from_data(data, str(path))

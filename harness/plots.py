@@ -13,7 +13,6 @@ draw) and never raises on missing series. `histories_from_mlflow` fetches the se
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -130,9 +129,6 @@ def training_curves(histories: Mapping[str, Mapping[str, Sequence[Series]]], pat
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
-
-
-COS_KEY = re.compile(r"^moo/cos/(.+)$")
 
 
 def conflict_heatmap(cos: Mapping[str, Series], path: Path, title: str = "gradient cosine between languages") -> Path | None:

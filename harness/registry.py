@@ -5,50 +5,28 @@ A method is one module in `baselines/` or `methods/` whose stem is its registry 
 `polymoo.methods` (value: an importable module). Discovery is lazy: nothing is imported until a name
 is looked up or the list is asked for, so `polymoo --help` and the noxfile stay cheap.
 
-The interface (`Method`) is small: `train(run, options) -> TrainOutcome`. Evaluation and recording
-happen in the harness after `train` returns, so no method can evaluate differently. Two factories
-build the common kinds without base classes:
-- `harness.train.gradient.gradient_method(...)`: per-language gradients combined by a weighting (PCGrad, MGDA, Bucket-Level MOO);
-- `harness.preference.method.preference_method(...)`: the self-rewarding DPO loop with a pair filter (CONGRAD and its baselines).
+The interface is :class:`harness.method.Method`: ``train(run, options) -> TrainOutcome``. Evaluation and recording
+happen in the harness after `train` returns, so no method can evaluate differently. Two factories of
+:mod:`harness.method` build the built-in kinds: `gradient_method(...)` (per-language gradients combined by a
+weighting: PCGrad, MGDA, Bucket-Level MOO) and `preference_method(...)` (the self-rewarding DPO loop with a pair
+filter: CONGRAD and its baselines).
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import Any
 
+from harness.method import Family, Method, TrainOutcome
 from harness.validate import field_docs, from_dict, suggest
 
-if TYPE_CHECKING:
-    from harness.run_context import RunContext
+__all__ = ["Family", "Method", "TrainOutcome", "available_methods", "get_method", "parse_options", "register_method"]
 
-Family = Literal["baseline", "proposed"]
 ENTRY_POINT_GROUP = "polymoo.methods"
 BUILTIN_PACKAGES = ("baselines", "methods")
-
-
-@dataclass
-class TrainOutcome:
-    """What a method hands back to the harness: the trained model plus method-specific summary metrics."""
-
-    model: Any
-    metrics: dict[str, float] = field(default_factory=dict)
-
-
-@runtime_checkable
-class Method(Protocol):
-    name: str
-    summary: str
-    family: Family
-    kind: str
-    version: int
-    Options: type
-
-    def train(self, run: RunContext, options: Any) -> TrainOutcome: ...
 
 
 _REGISTRY: dict[str, Method] = {}

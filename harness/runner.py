@@ -20,12 +20,13 @@ import yaml
 from harness.config import MethodSpec, Suite
 from harness.data.sft import load_language_data
 from harness.evaluate.pipeline import evaluate_model
+from harness.method import DistInfo, RunContext
 from harness.models.loading import load_model
 from harness.models.tiny import weights_fingerprint
 from harness.models.tokenizer import tokenizer_fingerprint
-from harness.registry import get_method, parse_options
-from harness.run_context import DistInfo, RunContext
+from harness.registry import get_method
 from harness.seeding import seed_everything
+from harness.suite import method_options
 from harness.tracking import NullTracker, Tracker, git_commit, log_run_config, open_run
 
 
@@ -66,7 +67,7 @@ def run_one(suite: Suite, model_name: str, spec: MethodSpec, seed: int, resume: 
             dist: DistInfo | None = None) -> RunResult:
     dist = dist or DistInfo()
     method = get_method(spec.name)
-    options = parse_options(spec.name, spec.options)
+    options = method_options(spec)  # parsed once, when the suite was validated
     run_dir = run_dir_for(suite, model_name, spec, seed)
     if resume and _finished(run_dir):
         done = json.loads((run_dir / "DONE").read_text())
@@ -74,7 +75,9 @@ def run_one(suite: Suite, model_name: str, spec: MethodSpec, seed: int, resume: 
     if not resume and dist.is_main:
         _archive(run_dir)
     if dist.world_size > 1:
-        torch.distributed.barrier()
+        from harness.distributed import barrier
+
+        barrier()
     tags = {"polymoo.method": spec.display, "polymoo.method_name": spec.name, "polymoo.model": model_name,
             "polymoo.suite": suite.suite.name, "polymoo.suite_version": suite.suite.version, "polymoo.seed": seed,
             "polymoo.git_commit": git_commit(), "polymoo.config_hash": suite.config_hash(),

@@ -51,6 +51,17 @@ def client(uri: str | None = None):
     return MlflowClient(tracking_uri=uri)
 
 
+def search_runs(experiment: str, uri: str | None = None, filter_string: str = "") -> Any:
+    """The runs of `experiment` as a pandas DataFrame (`mlflow.search_runs`: columns `run_id`, `start_time`,
+    `tags.*`, `metrics.*`, `params.*`); ValueError when the store has no such experiment."""
+    import mlflow
+
+    c = client(uri)
+    if c.get_experiment_by_name(experiment) is None:
+        raise ValueError(f"no MLflow experiment {experiment!r} in {c.tracking_uri}; run the suite first")
+    return mlflow.search_runs(experiment_names=[experiment], filter_string=filter_string, output_format="pandas")
+
+
 def ensure_experiment(c: Any, name: str) -> str:
     exp = c.get_experiment_by_name(name)
     if exp is not None:

@@ -23,8 +23,13 @@ Reconstruction (each an option, see `polymoo methods --long`):
   norm of that bucket's mean gradient: keeps per-bucket step sizes comparable to joint SFT's);
 - with one bucket (a huge `bucket_cap_mb`) it is exactly the full-gradient baseline (`mgda`, `pcgrad`, `cagrad`);
   tested in `tests/equivalence/`.
+- `granularity` (harness ablation of the paper's locality question, "why buckets?"): `ddp_bucket` (default: the
+  method), `whole` (one block: the full-gradient baseline, under DDP the `full` / `full_gather` hooks), `module` (each
+  decoder layer, the embeddings, the final norm + head) or `tensor` (each parameter). Under DDP a hook sees one bucket,
+  so `module` / `tensor` are sub-blocks of each bucket: a module spanning two buckets is split at the boundary
+  (`harness.moo.blocks`).
 Single-process path: `harness.moo.combiners.bucket_combiner` (K flat gradients, K×P memory); the DDP communication
-hooks of `harness.distributed` apply the same per-bucket coefficients (`block_coefficients`) inside the backward.
+hooks of `harness.distributed` run the same block loop (`harness.moo.blocks`) inside the backward.
 """
 
 from __future__ import annotations
@@ -32,8 +37,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from harness.method import gradient_method
 from harness.moo.options import DiagnosticsOptions
-from harness.train.gradient import gradient_method
 from harness.validate import option
 
 if TYPE_CHECKING:
@@ -54,9 +59,13 @@ class BKMOOOptions:
                                                                        "the solve")
     output_scale: Literal["raw", "mean_norm"] = option("raw", "reconstruction", "raw, or each bucket's direction "
                                                                                "rescaled to ‖bucket mean gradient‖")
-    hook: Literal["sharded", "allgather"] | None = option(None, "harness", "DDP hook under torchrun: sharded (exact, "
-                                                                       "all-reduce cost) or allgather; null = the "
-                                                                       "suite's distributed.hook")
+    granularity: Literal["ddp_bucket", "whole", "module", "tensor"] = option(
+        "ddp_bucket", "harness", "the blocks weighted separately: ddp_bucket (DDP's buckets: the method), whole (= the "
+                                 "full-gradient method), module (each decoder layer; embeddings; final norm + head) or "
+                                 "tensor (each parameter); under DDP module/tensor split each bucket")
+    hook: Literal["sharded", "allgather", "full", "full_gather"] | None = option(
+        None, "harness", "DDP hook under torchrun: sharded (exact, all-reduce cost) or allgather; full / full_gather "
+                         "with granularity whole; null = the suite's distributed.hook")
     diagnostics: DiagnosticsOptions = option(DiagnosticsOptions(), "harness", "moo/* metrics and artifacts")
 
     def check(self) -> list[tuple[str, str]]:
@@ -65,6 +74,9 @@ class BKMOOOptions:
             out.append(("bucket_cap_mb", f"expected a positive number of MiB, got {self.bucket_cap_mb}"))
         if self.c < 0:
             out.append(("c", f"expected a non-negative number, got {self.c}"))
+        if self.hook is not None and (self.hook in ("full", "full_gather")) != (self.granularity == "whole"):
+            want = "full or full_gather" if self.granularity == "whole" else "sharded or allgather"
+            out.append(("hook", f"granularity {self.granularity} runs under DDP with hook {want}, got {self.hook}"))
         return out
 
 
@@ -72,7 +84,7 @@ def make_combiner(o: BKMOOOptions, run) -> GramCombiner:
     from harness.moo.combiners import bucket_combiner, solver_spec  # torch: imported when the method trains
 
     return bucket_combiner(run, solver_spec(o.solver, o, o.normalize, o.output_scale), o.bucket_cap_mb, o.diagnostics,
-                           o.hook)
+                           o.hook, o.granularity)
 
 
 gradient_method(

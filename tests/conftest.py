@@ -59,7 +59,7 @@ def tmp_store(tmp_path, monkeypatch) -> str:
 @pytest.fixture
 def make_suite(tmp_path):
     """make_suite(**overrides) -> validated Suite based on BASE_SUITE, writing runs under tmp_path."""
-    from harness.config import suite_from_data
+    from harness.suite import suite_from_data
 
     def _make(**overrides: Any):
         data = copy.deepcopy(BASE_SUITE)

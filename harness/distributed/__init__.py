@@ -14,9 +14,16 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DistSpec", "HOOKS", "dist_spec", "resolve_hook", "train_distributed"]
+__all__ = ["DistSpec", "HOOKS", "barrier", "dist_spec", "resolve_hook", "train_distributed"]
 
 HOOKS = ("mean", "allgather", "sharded", "full", "full_gather")
+
+
+def barrier() -> None:
+    """Wait for every rank (the harness's other layers never call collectives themselves)."""
+    import torch.distributed as dist
+
+    dist.barrier()
 
 
 def __getattr__(name: str) -> Any:

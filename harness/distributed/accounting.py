@@ -18,7 +18,6 @@ collectives and counted as what they really send.
 from __future__ import annotations
 
 import os
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -179,11 +178,3 @@ def reset_peak_memory() -> bool:
         return True
     except OSError:
         return False
-
-
-class Timer:
-    def __init__(self) -> None:
-        self.t0 = time.perf_counter()
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.t0

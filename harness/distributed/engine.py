@@ -27,6 +27,7 @@ from harness.config import TrainConfig
 from harness.distributed.accounting import Comm, CommCounter, allreduce_bytes, peak_memory_mb
 from harness.distributed.assignment import StepAssignment, assign
 from harness.distributed.hooks import HOOKS, HookState, register
+from harness.moo.blocks import nested_index
 
 NO_DECAY = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]  # as HF Trainer
 
@@ -42,6 +43,7 @@ class EngineConfig:
     seed: int = 0
     normalize: str = "none"  # per-block gradient normalisation before the solve (harness.moo.combiners)
     output_scale: str = "raw"  # raw | mean_norm (harness.moo.combiners)
+    granularity: str = "ddp_bucket"  # blocks inside each bucket (harness.moo.blocks): ddp_bucket | module | tensor
 
     def __post_init__(self) -> None:
         if self.hook not in (*HOOKS, "ddp"):
@@ -109,7 +111,8 @@ class DistEngine:
 
             weighting = make_weighting(cfg.weighting, **cfg.weighting_options)
         self.state = HookState(comm=self.comm, hook=cfg.hook if cfg.hook != "ddp" else "mean", weighting=weighting,
-                               seed=cfg.seed, normalize=cfg.normalize, output_scale=cfg.output_scale, names={id(p): n for n, p in model.named_parameters()})
+                               seed=cfg.seed, normalize=cfg.normalize, output_scale=cfg.output_scale, names={id(p): n for n, p in model.named_parameters()},
+                               granularity=cfg.granularity, index=nested_index(model, cfg.granularity))
         if cfg.hook != "ddp":
             register(self.ddp, self.state)
         self.params = [p for p in model.parameters() if p.requires_grad]

@@ -16,11 +16,19 @@ Every rank holds the gradient of ONE language (or one member of a language group
 - `full_gather` the naive full-gradient baseline: every rank all-gathers every bucket (keeps N×P, i.e. K×P language
                rows), global Gram, one solve, combination — what the paper calls prohibitive.
 
+Blocks (`harness.moo.blocks`, the loop the single-process combiner runs too): with granularity `ddp_bucket` the bucket
+is one block; with `module` / `tensor` the bucket hooks weight each block's piece inside the bucket separately (a
+module spanning two buckets is split at the bucket boundary); the sharded hook all-reduces one stacked (M, K, K)
+tensor of partial Grams for the bucket's M blocks. `whole` is the full-gradient hooks (`full`, `full_gather`).
+
 Every hook runs plain averaging during the warm-up steps (DDP rebuilds its buckets after iteration 0, as PyTorch's
-PowerSGD hook does). PCGrad's projection order comes from `harness.seeding.generator(seed, "pcgrad", step, bucket)`
-(bucket = 0 for the full-gradient hooks, as the single-process whole-vector combiner), identical on every rank. Collectives are synchronous inside the hook
-(no host synchronisation is added by the solve; the weightings are pure tensor code); the hook returns a completed
-future. Replicas stay bit-identical because every rank ends with the same all-gathered / all-reduced values.
+PowerSGD hook does). PCGrad's projection order comes from `harness.seeding.generator(seed, "pcgrad", step, block)`
+(block = the bucket index with `ddp_bucket`, the module / tensor index otherwise, 0 for the full-gradient hooks, as the
+single-process whole-vector combiner), identical on every rank. Collectives are synchronous inside the hook; the block
+layout is host-side metadata and the weightings are pure tensor code, so the solve adds no host synchronisation
+(except `normalize: l2`, whose zero-gradient test picks the languages to solve over: one sync per block). The hook
+returns a completed future. Replicas stay bit-identical because every rank ends with the same all-gathered /
+all-reduced values.
 """
 
 from __future__ import annotations
@@ -36,12 +44,39 @@ import torch.distributed as dist
 
 from harness.distributed.accounting import Comm
 from harness.distributed.assignment import StepAssignment
-from harness.seeding import generator
+from harness.moo.blocks import (
+    GRANULARITIES,
+    Block,
+    BlockRule,
+    block_directions,
+    block_grams,
+    bucket_blocks,
+    pad_blocks,
+    restrict,
+    solve_blocks,
+)
+from harness.moo.weightings import combine, gram, weighting
 
 HOOKS = ("mean", "allgather", "sharded", "full", "full_gather")
 BUCKET_HOOKS = ("allgather", "sharded")
 GLOBAL_HOOKS = ("full", "full_gather")
 GLOBAL_KEY = 0  # generator key of the whole-vector solve: the single-process whole combiner's block index
+HOOK_GRAM_CHUNK = 1 << 22
+"""Columns per float64 partial Gram inside the hooks: `weightings.gram`'s default, a few large matmuls per bucket (on a
+GPU the single-process combiner's 64 K-column chunks would launch ~100 kernels per 25 MiB bucket)."""
+
+
+def check_granularity(hook: str, granularity: str) -> None:
+    """Which granularities a hook implements: the bucket hooks split buckets (`ddp_bucket`, `module`, `tensor`); the
+    full-gradient hooks are `whole` (they accept the default `ddp_bucket` too: nothing to split)."""
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"unknown granularity {granularity!r}; known: {', '.join(GRANULARITIES)}")
+    if hook in BUCKET_HOOKS and granularity == "whole":
+        raise ValueError(f"granularity 'whole' under DDP is the full-gradient path: use hook full or full_gather, "
+                         f"not {hook!r}")
+    if hook in GLOBAL_HOOKS and granularity in ("module", "tensor"):
+        raise ValueError(f"hook {hook!r} weights the whole vector; granularity {granularity!r} needs a bucket hook "
+                         f"({', '.join(BUCKET_HOOKS)})")
 
 
 @dataclass
@@ -59,23 +94,30 @@ class HookState:
     hook: str
     weighting: Callable[..., torch.Tensor] | None  # harness.moo weighting; None = mean
     seed: int = 0
-    normalize: str = "none"  # harness.moo.combiners conventions, so DDP and single-process runs agree
+    normalize: str = "none"  # harness.moo.blocks conventions, so DDP and single-process runs agree
     output_scale: str = "raw"
     names: dict[int, str] = field(default_factory=dict)  # id(param) -> name, to record DDP's buckets
+    granularity: str = "ddp_bucket"
+    index: dict[str, int] | None = None  # name -> block index (module / tensor: harness.moo.blocks.nested_index)
     step: int = 0
     warmup: bool = True
     assignment: StepAssignment | None = None
     buckets: dict[int, list[str]] = field(default_factory=dict)  # DDP's (rebuilt) buckets, as seen by the hook
-    coeffs: dict[str, torch.Tensor] = field(default_factory=dict)  # bucket key -> coefficients of this step
+    rule: BlockRule = field(init=False)
     _mix: torch.Tensor | None = None
     _kept: list[_Kept] = field(default_factory=list)
     _gram: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        check_granularity(self.hook, self.granularity)
+        if self.granularity in ("module", "tensor") and self.index is None:
+            raise ValueError(f"granularity {self.granularity!r} needs the block index of every parameter (`index`)")
+        self.rule = BlockRule(self.weighting or weighting("mean"), self.normalize, self.output_scale, self.seed)
 
     def begin_step(self, step: int, assignment: StepAssignment, warmup: bool) -> None:
         self.step, self.assignment, self.warmup = step, assignment, warmup
         self._mix = assignment.mixing_matrix()
         self._kept, self._gram = [], None
-        self.coeffs = {}
 
     # -- shared pieces -------------------------------------------------------------------------------------------
     def language_rows(self, per_rank: torch.Tensor) -> torch.Tensor:
@@ -83,14 +125,11 @@ class HookState:
         mix = self._mix.to(device=per_rank.device, dtype=torch.promote_types(per_rank.dtype, torch.float32))
         return mix @ per_rank.to(mix.dtype)
 
-    def solve(self, gram: torch.Tensor, key: int | str) -> torch.Tensor:
-        if self.weighting is None:
-            k = gram.shape[0]
-            return torch.full((k,), 1.0 / k, dtype=torch.float64, device=gram.device)
-        coeffs = block_coefficients(gram, self.weighting, self.normalize, self.output_scale,
-                                    generator(self.seed, "pcgrad", self.step, key))
-        self.coeffs[str(key)] = coeffs
-        return coeffs
+    def blocks(self, bucket: dist.GradBucket) -> list[Block]:
+        """The bucket's blocks, ranges relative to its flat buffer (host-side metadata only)."""
+        params = bucket.parameters()
+        return bucket_blocks(bucket.index(), [self.names.get(id(p), "?") for p in params],
+                             [p.numel() for p in params], None if self.granularity == "ddp_bucket" else self.index)
 
     def record_bucket(self, bucket: dist.GradBucket) -> None:
         if not self.warmup and bucket.index() not in self.buckets:
@@ -102,31 +141,18 @@ class HookState:
         if self.warmup or self.hook not in GLOBAL_HOOKS or not self._kept:
             return
         t0 = time.perf_counter()
-        gram = self._gram
+        gram_ = self._gram
         if self.hook == "full":
-            gram = gram.clone()
-            self.comm.all_reduce(gram, name="all_reduce.gram")
-        coeffs = self.solve(gram, GLOBAL_KEY)
+            gram_ = gram_.clone()
+            self.comm.all_reduce(gram_, name="all_reduce.gram")
+        coeffs = self.rule(gram_, self.step, GLOBAL_KEY)
         for kept in self._kept:
-            from harness.moo import combine
-
             d = combine(kept.rows, coeffs)
             if self.hook == "full":
                 d = self.comm.all_gather(d, name="all_gather.slices")
             _write_grads(kept.params, d[: kept.numel])
         self._kept = []
         self.comm.counter.hook_time_s += time.perf_counter() - t0
-
-
-def block_coefficients(gram, fn, normalize="none", output_scale="raw", gen=None) -> torch.Tensor:
-    """The single-process combiners' coefficient rule (normalize / output_scale) when harness.moo.combiners exists."""
-    try:
-        from harness.moo.combiners import block_coefficients as shared
-    except ImportError:
-        if normalize != "none" or output_scale != "raw":
-            raise
-        return fn(gram, generator=gen).to(torch.float64)
-    return shared(gram, fn, normalize, output_scale, gen)
 
 
 def _write_grads(params: list[torch.nn.Parameter], flat: torch.Tensor) -> None:
@@ -152,8 +178,14 @@ def _mean(state: HookState, buf: torch.Tensor) -> torch.Tensor:
     return state.comm.all_reduce(buf)
 
 
+def _gathered_rows(state: HookState, buf: torch.Tensor) -> torch.Tensor:
+    """all-gather: (K_eff, B) language rows of the whole bucket."""
+    gathered = state.comm.all_gather(buf, name="all_gather.bucket").view(state.comm.world, -1)
+    return state.language_rows(gathered)
+
+
 def _sharded_rows(state: HookState, buf: torch.Tensor) -> torch.Tensor:
-    """all-to-all: (K_eff, c) language rows of this rank's slice of the bucket."""
+    """all-to-all: (K_eff, c) language rows of this rank's slice of the bucket (zero-padded to N·c)."""
     n = state.comm.world
     c = math.ceil(buf.numel() / n)
     padded = buf.new_zeros(n * c)
@@ -162,10 +194,23 @@ def _sharded_rows(state: HookState, buf: torch.Tensor) -> torch.Tensor:
     return state.language_rows(recv.view(n, c))
 
 
-def _gram(rows: torch.Tensor) -> torch.Tensor:
-    from harness.moo import gram
+def _sharded(state: HookState, buf: torch.Tensor, blocks: list[Block]) -> torch.Tensor:
+    """Partial Grams of this rank's slice of every block, one all-reduce of the stacked (M, K, K) Grams (their sum
+    over slices is each block's exact Gram), the same solve on every rank, the own slice combined and all-gathered."""
+    rows = _sharded_rows(state, buf)
+    c, r = rows.shape[1], state.comm.rank
+    local = restrict(pad_blocks(blocks, buf.numel(), c * state.comm.world), r * c, (r + 1) * c)
+    grams = state.comm.all_reduce(torch.stack(block_grams(rows, local, HOOK_GRAM_CHUNK)), name="all_reduce.gram")
+    own = block_directions(rows, local, state.rule.coefficients(grams, state.step, local))
+    return state.comm.all_gather(own, name="all_gather.slices")[: buf.numel()]
 
-    return gram(rows)
+
+def _keep_for_finalize(state: HookState, bucket: dist.GradBucket, buf: torch.Tensor) -> None:
+    """Full-gradient hooks: accumulate the bucket's partial global Gram and keep its rows until `finalize`."""
+    rows = _sharded_rows(state, buf) if state.hook == "full" else _gathered_rows(state, buf)
+    partial = gram(rows, chunk=HOOK_GRAM_CHUNK)
+    state._gram = partial if state._gram is None else state._gram + partial
+    state._kept.append(_Kept(list(bucket.parameters()), rows, buf.numel()))
 
 
 def comm_hook(state: HookState, bucket: dist.GradBucket) -> torch.futures.Future:
@@ -176,32 +221,16 @@ def comm_hook(state: HookState, bucket: dist.GradBucket) -> torch.futures.Future
         if state.warmup or state.hook == "mean":
             return _done(_mean(state, buf))
         state.record_bucket(bucket)
-        from harness.moo import combine
-
         if state.hook == "allgather":
-            gathered = state.comm.all_gather(buf, name="all_gather.bucket").view(state.comm.world, -1)
-            rows = state.language_rows(gathered)
-            coeffs = state.solve(_gram(rows), bucket.index())
-            buf.copy_(combine(rows, coeffs))
-            return _done(buf)
-        if state.hook == "sharded":
-            rows = _sharded_rows(state, buf)
-            gram = state.comm.all_reduce(_gram(rows), name="all_reduce.gram")
-            coeffs = state.solve(gram, bucket.index())
-            full = state.comm.all_gather(combine(rows, coeffs), name="all_gather.slices")
-            buf.copy_(full[: buf.numel()])
-            return _done(buf)
-        if state.hook in GLOBAL_HOOKS:
-            if state.hook == "full":
-                rows = _sharded_rows(state, buf)
-            else:
-                gathered = state.comm.all_gather(buf, name="all_gather.bucket").view(state.comm.world, -1)
-                rows = state.language_rows(gathered)
-            partial = _gram(rows)
-            state._gram = partial if state._gram is None else state._gram + partial
-            state._kept.append(_Kept(list(bucket.parameters()), rows, buf.numel()))
-            return _done(buf)  # local gradient for now; `finalize` overwrites `.grad` after the backward
-        raise ValueError(f"unknown hook {state.hook!r}; known: {', '.join(HOOKS)}")
+            buf.copy_(solve_blocks(_gathered_rows(state, buf), state.blocks(bucket), state.rule, state.step,
+                                   HOOK_GRAM_CHUNK))
+        elif state.hook == "sharded":
+            buf.copy_(_sharded(state, buf, state.blocks(bucket)))
+        elif state.hook in GLOBAL_HOOKS:
+            _keep_for_finalize(state, bucket, buf)  # local gradient for now; `finalize` overwrites `.grad`
+        else:
+            raise ValueError(f"unknown hook {state.hook!r}; known: {', '.join(HOOKS)}")
+        return _done(buf)
     finally:
         state.comm.counter.hook_time_s += time.perf_counter() - t0
 

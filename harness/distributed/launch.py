@@ -12,7 +12,7 @@ import sys
 import torch
 
 from harness.config import Suite
-from harness.run_context import DistInfo
+from harness.method import DistInfo
 
 
 def current_dist(suite: Suite) -> DistInfo:

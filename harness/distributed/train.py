@@ -1,6 +1,6 @@
 """The suite path under torchrun: `train_distributed(run, combiner)` trains `run.model` with DDP and a comm hook.
 
-Selected by `GradientMethod.train` when `run.dist.world_size > 1` (the suite's `distributed.nproc` or `--nproc`).
+Selected by `harness.executor` when `run.dist.world_size > 1` (the suite's `distributed.nproc` or `--nproc`).
 What the combiner of a gradient method means here (`DistSpec`):
 - no combiner (joint SFT)  -> hook `mean` (language-balanced ranks, plain averaging);
 - scope `bucket`           -> `distributed.hook` if it is a bucket hook (`sharded`, `allgather`), else `sharded`;
@@ -17,7 +17,6 @@ timeout (`distributed.timeout_s`) bounds every collective, so a hung rank fails 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 from dataclasses import dataclass, field
@@ -30,8 +29,8 @@ import torch.distributed as dist
 from harness.distributed.assignment import assign, check_world, describe
 from harness.distributed.engine import DistEngine, EngineConfig
 from harness.distributed.hooks import BUCKET_HOOKS, GLOBAL_HOOKS
+from harness.faults import maybe_fail, maybe_kill
 
-KILL_ENV = "POLYMOO_KILL_RANK_AT_STEP"  # testing aid: "RANK:STEP" -> that rank SIGKILLs itself before step STEP
 CHECKPOINT_PREFIX = "dist-step-"
 
 
@@ -46,6 +45,7 @@ class DistSpec:
     hook: str | None = None  # explicit hook; None: resolved from the scope and the suite's distributed.hook
     normalize: str = "none"  # harness.moo.combiners conventions
     output_scale: str = "raw"
+    granularity: str = "ddp_bucket"  # harness.moo.blocks: blocks nested in each bucket (scope "bucket")
 
 
 def dist_spec(combiner: Any) -> DistSpec:
@@ -70,7 +70,8 @@ def dist_spec(combiner: Any) -> DistSpec:
     cap = getattr(combiner, "bucket_cap_mb", None)
     return DistSpec(weighting=name, weighting_options=dict(getattr(combiner, "weighting_options", None) or {}),
                     scope=scope, bucket_cap_mb=25.0 if cap is None else float(cap), hook=getattr(combiner, "hook", None),
-                    normalize=getattr(combiner, "normalize", "none"), output_scale=getattr(combiner, "output_scale", "raw"))
+                    normalize=getattr(combiner, "normalize", "none"), output_scale=getattr(combiner, "output_scale", "raw"),
+                    granularity=getattr(combiner, "granularity", "ddp_bucket"))
 
 
 def resolve_hook(spec: DistSpec, suite_hook: str) -> str:
@@ -153,32 +154,18 @@ class _TermGuard:
         return False
 
 
-def _maybe_kill(rank: int, step: int) -> None:
-    target = os.environ.get(KILL_ENV, "")
-    if target and target == f"{rank}:{step}":
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 # -- the suite path -----------------------------------------------------------------------------------------------
 
 
-def train_distributed(run: Any, combiner: Any = None) -> tuple[Any, dict[str, float]]:
-    """Train run.model on the seen languages across the torchrun world; returns (model, summary metrics)."""
+def _build_engine(run: Any, spec: DistSpec, hook: str, world: int, device: torch.device) -> DistEngine:
+    """The DDP engine for the run: language-per-rank batches, token-mean loss, the hook and its weighting."""
     from harness.data.sft import TokenizedLanguages, collate
     from harness.distributed.data import make_batch_fn
     from harness.train.sft import token_losses
 
-    suite, t, dcfg = run.suite, run.suite.train, run.suite.distributed
-    spec = dist_spec(combiner)
-    hook = resolve_hook(spec, dcfg.hook)
-    seen = list(suite.languages.seen)
-    world, rank = dist.get_world_size(), dist.get_rank()
-    check_world(world, len(seen))
-    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-    model = run.model.to(device)
+    t, dcfg, seen = run.suite.train, run.suite.distributed, list(run.suite.languages.seen)
     dataset = TokenizedLanguages(run.tokenizer, {lang: run.data.train[lang] for lang in seen}, t.max_seq_len)
-    grad_accum = dcfg.grad_accum
-    batch_fn = make_batch_fn(dataset, seen, world, t.batch_size_per_language, grad_accum, run.seed,
+    batch_fn = make_batch_fn(dataset, seen, world, t.batch_size_per_language, dcfg.grad_accum, run.seed,
                              collate(run.tokenizer.pad_token_id), device)
 
     def loss_fn(m: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -186,36 +173,40 @@ def train_distributed(run: Any, combiner: Any = None) -> tuple[Any, dict[str, fl
         return sums.sum() / counts.sum().clamp_min(1.0)
 
     cfg = EngineConfig(hook=hook, weighting=spec.weighting, weighting_options=spec.weighting_options,
-                       bucket_cap_mb=spec.bucket_cap_mb, warmup_steps=dcfg.warmup_steps, grad_accum=grad_accum,
-                       seed=run.seed, normalize=spec.normalize, output_scale=spec.output_scale)
-    engine = DistEngine(model, cfg, t, len(seen), batch_fn, loss_fn)
-    start = 0
-    if run.resume and checkpoints(run.run_dir):
-        last = checkpoints(run.run_dir)[-1]
-        start = engine.load_state_dict(torch.load(last / "state.pt", map_location=device, weights_only=False))
-    tracker = run.tracker
-    assignment_info = describe(world, len(seen), seen, t.steps)
-    if rank == 0:
-        print(f"[polymoo.distributed] world={world} hook={hook} weighting={spec.weighting} scope={spec.scope} "
-              f"assignment={assignment_info['mode']}: {assignment_info['rule']}; first steps {assignment_info['steps']}"
-              + (f"; resumed from step {start}" if start else ""), flush=True)
-        tracker.log_params({"dist.hook": hook, "dist.world_size": world, "dist.scope": spec.scope,
-                            "dist.weighting": spec.weighting, "dist.bucket_cap_mb": spec.bucket_cap_mb,
-                            "dist.grad_accum": grad_accum, "dist.backend": dist.get_backend(),
-                            "dist.collectives": json.dumps(engine.comm.support),
-                            "dist.assignment": assignment_info["mode"]})
-        if engine.comm.fallbacks:
-            print(f"[polymoo.distributed] collective fallbacks: {engine.comm.fallbacks}", flush=True)
-        tracker.log_dict(assignment_info, "dist/assignment.json")
-        if start:
-            tracker.set_tags({"polymoo.resumed_from_step": start})
+                       bucket_cap_mb=spec.bucket_cap_mb, warmup_steps=dcfg.warmup_steps, grad_accum=dcfg.grad_accum,
+                       seed=run.seed, normalize=spec.normalize, output_scale=spec.output_scale,
+                       granularity=spec.granularity)
+    return DistEngine(run.model.to(device), cfg, t, len(seen), batch_fn, loss_fn)
+
+
+def _log_start(run: Any, engine: DistEngine, spec: DistSpec, hook: str, world: int, start: int) -> None:
+    """Rank 0: what this distributed run is (hook, world, assignment), to the console and the MLflow run."""
+    seen, tracker = list(run.suite.languages.seen), run.tracker
+    assignment_info = describe(world, len(seen), seen, run.suite.train.steps)
+    print(f"[polymoo.distributed] world={world} hook={hook} weighting={spec.weighting} scope={spec.scope} "
+          f"assignment={assignment_info['mode']}: {assignment_info['rule']}; first steps {assignment_info['steps']}"
+          + (f"; resumed from step {start}" if start else ""), flush=True)
+    tracker.log_params({"dist.hook": hook, "dist.world_size": world, "dist.scope": spec.scope,
+                        "dist.weighting": spec.weighting, "dist.bucket_cap_mb": spec.bucket_cap_mb,
+                        "dist.grad_accum": run.suite.distributed.grad_accum, "dist.backend": dist.get_backend(),
+                        "dist.collectives": json.dumps(engine.comm.support),
+                        "dist.assignment": assignment_info["mode"]})
+    if engine.comm.fallbacks:
+        print(f"[polymoo.distributed] collective fallbacks: {engine.comm.fallbacks}", flush=True)
+    tracker.log_dict(assignment_info, "dist/assignment.json")
+    if start:
+        tracker.set_tags({"polymoo.resumed_from_step": start})
+
+
+def _train_steps(run: Any, engine: DistEngine, start: int, world: int, rank: int) -> list[dict[str, float]]:
+    """The optimizer steps from `start`: log every `log_every`, the bucket map once, checkpoints every `save_every`."""
+    t, seen, tracker = run.suite.train, list(run.suite.languages.seen), run.tracker
     rows: list[dict[str, float]] = []
     buckets_logged = False
     with _TermGuard(tracker):
         for step in range(start, t.steps):
-            _maybe_kill(rank, step)
-            if t.fail_at_step and step == t.fail_at_step:
-                raise RuntimeError(f"train.fail_at_step={t.fail_at_step}: simulated failure after step {step}")
+            maybe_kill(rank, step)
+            maybe_fail(step)
             metrics = engine.step(step)
             metrics |= engine.gather_losses(metrics["train/rank_loss"], assign(world, len(seen), step), seen)
             rows.append(metrics)
@@ -230,13 +221,31 @@ def train_distributed(run: Any, combiner: Any = None) -> tuple[Any, dict[str, fl
                 if rank == 0:
                     save_checkpoint(engine, run.run_dir, done)
                 dist.barrier()
-    summary = summarize(rows, cfg.warmup_steps - start)
+    return rows
+
+
+def train_distributed(run: Any, combiner: Any = None) -> tuple[Any, dict[str, float]]:
+    """Train run.model on the seen languages across the torchrun world; returns (model, summary metrics)."""
+    spec = dist_spec(combiner)
+    hook = resolve_hook(spec, run.suite.distributed.hook)
+    world, rank = dist.get_world_size(), dist.get_rank()
+    check_world(world, len(run.suite.languages.seen))
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    engine = _build_engine(run, spec, hook, world, device)
+    start = 0
+    if run.resume and checkpoints(run.run_dir):
+        last = checkpoints(run.run_dir)[-1]
+        start = engine.load_state_dict(torch.load(last / "state.pt", map_location=device, weights_only=False))
+    if rank == 0:
+        _log_start(run, engine, spec, hook, world, start)
+    rows = _train_steps(run, engine, start, world, rank)
+    summary = summarize(rows, engine.cfg.warmup_steps - start)
     peak = torch.tensor([summary.get("perf/peak_mem_mb", 0.0)], dtype=torch.float64, device=device)
     dist.all_reduce(peak, op=dist.ReduceOp.MAX)
     summary["perf/peak_mem_mb"] = float(peak)
     summary["train/skipped_steps"] = float(engine.skipped_steps)
     summary["dist/world_size"] = float(world)
-    return model, summary
+    return engine.model, summary
 
 
 def summarize(rows: list[dict[str, float]], warmup_rows: int) -> dict[str, float]:

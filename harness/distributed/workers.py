@@ -66,7 +66,7 @@ def flat_params(model: torch.nn.Module) -> torch.Tensor:
 # -- the hook worker used by tests/distributed ------------------------------------------------------------------
 
 RUN_DEFAULTS: dict[str, Any] = {"steps": 3, "languages": 2, "weighting": "mgda", "weighting_options": {},
-                                "normalize": "none", "output_scale": "raw",
+                                "normalize": "none", "output_scale": "raw", "granularity": "ddp_bucket",
                                 "bucket_cap_mb": 0.02, "warmup_steps": 1, "grad_accum": 1, "seed": 0, "seq_len": 12,
                                 "per_rank": 2, "data_seed": 0, "lr": 1e-2, "schedule": "constant", "max_grad_norm": 1.0,
                                 "model": {}}
@@ -88,7 +88,7 @@ def engine_parts(run: dict[str, Any]):
     cfg = EngineConfig(hook=run["hook"], weighting=run["weighting"], weighting_options=run["weighting_options"],
                        bucket_cap_mb=run["bucket_cap_mb"], warmup_steps=run["warmup_steps"],
                        grad_accum=run["grad_accum"], seed=run["seed"], normalize=run["normalize"],
-                       output_scale=run["output_scale"])
+                       output_scale=run["output_scale"], granularity=run["granularity"])
     batch_fn = synthetic_batch_fn(model.config.vocab_size, run["seq_len"], run["per_rank"], run["data_seed"],
                                   run["languages"])
     return model, cfg, train, batch_fn

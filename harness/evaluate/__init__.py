@@ -4,6 +4,8 @@
   CLDR multiple choice through lm-eval, lm-eval's own tasks mapped to languages, seen / unseen means);
 - `mc`: generated lm-eval task files and result parsing; `heldout`: held-out loss;
 - `checkpoint` and `standalone`: `polymoo eval CHECKPOINT --suite S` outside training;
-- `claims` and `report`: paper claims measured against leaderboards (`polymoo reproduce`, harness/reproduce.py);
-- `run_plots`: per-run plots the runner can log; `cli`: the `eval`, `reproduce` and `analyze` sub-commands.
+- `run_plots`: per-run plots the runner can log.
+
+Paper claims and reproduction reports live in `harness/reproduce/`; the `polymoo eval` sub-command in
+`harness/cli/evaluate.py`.
 """

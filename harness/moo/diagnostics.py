@@ -66,8 +66,27 @@ class Diagnostics:
 
     def observe(self, step: int, languages: list[str], grams: Sequence[Tensor], coeffs: Sequence[Tensor] | None,
                 global_gram: Tensor, dir_norm: float) -> dict[str, float]:
-        pairs = pair_names(languages)
-        k = len(languages)
+        m = self._global_metrics(languages, global_gram, dir_norm)
+        dump_buckets = self._bucket_metrics(languages, grams, m)
+        if coeffs is not None and len(coeffs):
+            w = torch.stack([c.to(torch.float64).cpu() for c in coeffs])  # buckets × K
+            for i, lang in enumerate(languages):
+                m[f"moo/weights/{lang}/min"] = float(w[:, i].min())
+                m[f"moo/weights/{lang}/mean"] = float(w[:, i].mean())
+                m[f"moo/weights/{lang}/max"] = float(w[:, i].max())
+            for entry, row in zip(dump_buckets, w.tolist(), strict=True):
+                entry["weights"] = dict(zip(languages, row, strict=True))
+        last = step + 1 == self.total_steps
+        interval = self.options.dump_every
+        if last or (interval and step + 1 - self.last_dump >= interval):
+            self.last_dump = step + 1
+            self.dump(step + 1, languages, dump_buckets, m)
+        return m
+
+    @staticmethod
+    def _global_metrics(languages: list[str], global_gram: Tensor, dir_norm: float) -> dict[str, float]:
+        """Cosines, gradient norms, conflict fraction and min-norm residual of the whole vector."""
+        pairs, k = pair_names(languages), len(languages)
         m: dict[str, float] = {}
         gg = global_gram.to(torch.float64)
         cos_g = cosines(gg)
@@ -83,7 +102,11 @@ class Diagnostics:
         m["moo/residual/global"] = residual
         m["moo/residual/global_rel"] = residual / mean_norm if mean_norm > 0 else 0.0
         m["moo/dir_norm_ratio"] = dir_norm / mean_norm if mean_norm > 0 else 0.0
+        return m
 
+    def _bucket_metrics(self, languages: list[str], grams: Sequence[Tensor], m: dict[str, float]) -> list[dict[str, Any]]:
+        """Per-bucket cosines and residuals into `m` (and the running conflict counts); the per-bucket dump rows."""
+        pairs = pair_names(languages)
         dump_buckets = []
         in_conflict, total_pairs, residuals = 0, 0, []
         for (index, numel), g in zip(self.blocks, grams, strict=True):
@@ -112,21 +135,7 @@ class Diagnostics:
         if residuals:
             m["moo/residual/bucket_mean"] = sum(residuals) / len(residuals)
             m["moo/residual/bucket_max"] = max(residuals)
-        if coeffs is not None and len(coeffs):
-            w = torch.stack([c.to(torch.float64).cpu() for c in coeffs])  # buckets × K
-            for i, lang in enumerate(languages):
-                m[f"moo/weights/{lang}/min"] = float(w[:, i].min())
-                m[f"moo/weights/{lang}/mean"] = float(w[:, i].mean())
-                m[f"moo/weights/{lang}/max"] = float(w[:, i].max())
-            for entry, row in zip(dump_buckets, w.tolist(), strict=True):
-                entry["weights"] = dict(zip(languages, row, strict=True))
-
-        last = step + 1 == self.total_steps
-        interval = self.options.dump_every
-        if last or (interval and step + 1 - self.last_dump >= interval):
-            self.last_dump = step + 1
-            self.dump(step + 1, languages, dump_buckets, m)
-        return m
+        return dump_buckets
 
     # -- artifacts ----------------------------------------------------------------------------------------------------
     def dump(self, logged_step: int, languages: list[str], buckets: list[dict[str, Any]], metrics: dict[str, float]) -> None:

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from harness.validate import option
 
 if TYPE_CHECKING:
+    from harness.method import RunContext
     from harness.moo.combiners import GramCombiner
-    from harness.run_context import RunContext
 
 
 @dataclass(frozen=True, kw_only=True)

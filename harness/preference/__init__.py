@@ -1,7 +1,7 @@
 """Self-rewarding multilingual preference alignment (CONGRAD and its baselines): generation, judges, pairs,
 gradient compression, per-sample DPO gradients and the JVP scorer, the CONGRAD filter, LP-DPO, and the loop.
 
-`preference_method(...)` (in `harness.preference.method`, re-exported by `harness.preference.loop`) registers a method
+`harness.method.preference_method(...)` registers a method
 built from a pair filter.
 
 The names below are loaded from their submodules on first access (PEP 562): importing a light submodule (`pairs`,

@@ -261,15 +261,11 @@ class CongradFilter:
             self.ema = LanguageEMA(self.ema_decay)
         return self.compressor
 
-    def __call__(self, pairs: Sequence[Pair], ctx: FilterContext) -> FilterResult:
-        comp = self._setup(ctx)
+    def _update_emas(self, pairs: Sequence[Pair], groups: dict[str, list[int]], ctx: FilterContext,
+                     comp: Compressor) -> torch.Tensor | None:
+        """Feed each language's compressed gradients into its EMA; the explicit scorer also keeps every pair's row."""
         assert self.ema is not None
         model = ctx.model
-        was_training = model.training
-        model.eval()
-        groups = by_language(pairs)
-        t0 = time.perf_counter()
-        compressed: torch.Tensor | None = None
         if self.scorer == "explicit":
             rows = torch.zeros(len(pairs), comp.dim)
             for lang in ctx.languages:
@@ -282,14 +278,37 @@ class CongradFilter:
                     del full
                     rows[sub] = c.cpu()
                     self.ema.update(lang, c.mean(0).cpu())
-            compressed = rows
-        else:
-            for lang in ctx.languages:
-                idx = groups.get(lang, [])
-                for s in range(0, len(idx), self.ema_batch_size):
-                    sub = [pairs[i] for i in idx[s: s + self.ema_batch_size]]
-                    g = mean_gradient(model, ctx.tokenizer, sub, ctx.beta, ctx.alpha, ctx.max_length)
-                    self.ema.update(lang, comp.compress(g[None])[0].cpu())
+            return rows
+        for lang in ctx.languages:
+            idx = groups.get(lang, [])
+            for s in range(0, len(idx), self.ema_batch_size):
+                sub = [pairs[i] for i in idx[s: s + self.ema_batch_size]]
+                g = mean_gradient(model, ctx.tokenizer, sub, ctx.beta, ctx.alpha, ctx.max_length)
+                self.ema.update(lang, comp.compress(g[None])[0].cpu())
+        return None
+
+    def _keep(self, groups: dict[str, list[int]], scores: list[float], n: int) -> list[bool]:
+        """Per language: the pairs at or above the threshold, or the top keep_ratio (ties broken by index)."""
+        keep = [False] * n
+        for idx in groups.values():
+            if self.threshold is not None:
+                for i in idx:
+                    keep[i] = scores[i] >= self.threshold
+            else:
+                order = sorted(idx, key=lambda i: (-scores[i], i))
+                for i in order[: keep_count(len(idx), self.keep_ratio)]:
+                    keep[i] = True
+        return keep
+
+    def __call__(self, pairs: Sequence[Pair], ctx: FilterContext) -> FilterResult:
+        comp = self._setup(ctx)
+        assert self.ema is not None
+        model = ctx.model
+        was_training = model.training
+        model.eval()
+        groups = by_language(pairs)
+        t0 = time.perf_counter()
+        compressed = self._update_emas(pairs, groups, ctx, comp)
         grad_seconds = time.perf_counter() - t0
         metrics: dict[str, float] = {}
         if not self.ema.state:
@@ -313,16 +332,8 @@ class CongradFilter:
         score_seconds = time.perf_counter() - t1
         model.train(was_training)
         # d and g_i are both loss gradients (ascent directions): alignment is +g_i·d, for either scorer.
-        keep = [False] * len(pairs)
         score_list = [float(s) for s in scores]
-        for idx in groups.values():
-            if self.threshold is not None:
-                for i in idx:
-                    keep[i] = score_list[i] >= self.threshold
-            else:
-                order = sorted(idx, key=lambda i: (-score_list[i], i))
-                for i in order[: keep_count(len(idx), self.keep_ratio)]:
-                    keep[i] = True
+        keep = self._keep(groups, score_list, len(pairs))
         mem = comp.memory(len(pairs), len(ctx.languages))
         if self.scorer == "jvp":
             mem["compressed_bytes"] = float(len(ctx.languages) * comp.dim * 4 + comp.P * 4)  # EMAs + lifted d

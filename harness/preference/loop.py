@@ -11,28 +11,22 @@ model; intermediate iterations are evaluated here (``iter<k>/`` prefix) unless d
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict
 from typing import Any
 
 import torch
 
 from harness.data.sft import Example
+from harness.method import RunContext, TrainOutcome
 from harness.preference.dpo import LPDPOTrainer, collate_pairs, dpo_dataset, make_dpo_config, sequence_logps
 from harness.preference.filters import FilterContext, FilterResult, PairFilter, by_language, warn_missing
 from harness.preference.generation import generate
 from harness.preference.judges import make_judge
-from harness.preference.method import FilterFactory as FilterFactory  # re-exported: registration needs no torch
 from harness.preference.method import LoopOptions
-from harness.preference.method import PreferenceMethod as PreferenceMethod
-from harness.preference.method import preference_method as preference_method
 from harness.preference.pairs import Pair, build_pairs
-from harness.registry import TrainOutcome
-from harness.run_context import RunContext
 from harness.seeding import derive_seed
 
 
@@ -109,43 +103,55 @@ class SelfRewardingLoop:
         self.summary["perf/preference_loop_s"] = time.perf_counter() - started
         return TrainOutcome(model=model, metrics={k: v for k, v in self.summary.items() if "/iter" not in k})
 
-    def iteration(self, k: int) -> None:
+    def _language_pairs(self, k: int, lang: str) -> tuple[list[Pair], list[float], dict[str, float], dict[str, Any]]:
+        """Iteration k, one language: generate, judge, build pairs. Returns the pairs, the parsed judge scores, the
+        language's metrics and its dump (with ``_perf``: generated tokens, generation s, judge s, responses judged)."""
         run, o = self.run, self.o
+        examples = iteration_prompts(run.data.train[lang], run.seed, lang, k, o.prompts_per_language)
+        prompts = [ex.prompt for ex in examples]
+        gens = self._generate(prompts, o.responses_per_prompt, derive_seed(run.seed, "pref/generate", k, lang))
+        n = o.responses_per_prompt
+        flat_prompts = [p for p in prompts for _ in range(n)]
+        flat_refs = [ex.response for ex in examples for _ in range(n)]
+        flat_resp = [r for rs in gens.texts for r in rs]
+        judgments = self.judge.judge(self.model, self.tok, flat_prompts, flat_resp, flat_refs)
+        scores = [judgments.scores[i * n: (i + 1) * n] for i in range(len(prompts))]
+        pairs, stats = build_pairs(lang, prompts, gens.texts, scores, [ex.response for ex in examples], o.min_score_gap)
+        judged = [s for s in judgments.scores if s is not None]
+        metrics = {f"pref/pairs/{lang}": stats.pairs, f"pref/prompts/{lang}": stats.prompts,
+                   f"pref/ties/{lang}": stats.ties, f"pref/too_few_scored/{lang}": stats.too_few_scored,
+                   f"pref/parse_rate/{lang}": judgments.parse_rate,
+                   f"pref/judge_score_mean/{lang}": sum(judged) / len(judged) if judged else float("nan")}
+        metrics |= {f"pref/judge_{status}/{lang}": float(c) for status, c in judgments.counts().items()}
+        dump = {"language": lang, "prompts": prompts, "responses": gens.texts, "scores": scores,
+                "statuses": [judgments.statuses[i * n: (i + 1) * n] for i in range(len(prompts))],
+                "judge_raw": judgments.raw[:8],
+                "_perf": (gens.new_tokens, gens.seconds, judgments.seconds, len(flat_resp))}
+        return pairs, judged, metrics, dump
+
+    def iteration(self, k: int) -> None:
         metrics: dict[str, float] = {}
         all_pairs: list[Pair] = []
         judge_scores: dict[str, list[float]] = {}
         gen_tokens, gen_seconds, judge_seconds, judged = 0, 0.0, 0.0, 0
         dumps: list[dict[str, Any]] = []
         for lang in self.seen:
-            examples = iteration_prompts(run.data.train[lang], run.seed, lang, k, o.prompts_per_language)
-            prompts = [ex.prompt for ex in examples]
-            gens = self._generate(prompts, o.responses_per_prompt, derive_seed(run.seed, "pref/generate", k, lang))
-            gen_tokens += gens.new_tokens
-            gen_seconds += gens.seconds
-            flat_prompts = [p for p in prompts for _ in range(o.responses_per_prompt)]
-            flat_refs = [ex.response for ex in examples for _ in range(o.responses_per_prompt)]
-            flat_resp = [r for rs in gens.texts for r in rs]
-            judgments = self.judge.judge(self.model, self.tok, flat_prompts, flat_resp, flat_refs)
-            judge_seconds += judgments.seconds
-            judged += len(flat_resp)
-            n = o.responses_per_prompt
-            scores = [judgments.scores[i * n: (i + 1) * n] for i in range(len(prompts))]
-            pairs, stats = build_pairs(lang, prompts, gens.texts, scores, [ex.response for ex in examples], o.min_score_gap)
+            pairs, judge_scores[lang], lang_metrics, dump = self._language_pairs(k, lang)
+            tokens, seconds, judge_s, n_judged = dump.pop("_perf")
+            gen_tokens, gen_seconds, judge_seconds, judged = (gen_tokens + tokens, gen_seconds + seconds,
+                                                              judge_seconds + judge_s, judged + n_judged)
             all_pairs += pairs
-            judge_scores[lang] = [s for s in judgments.scores if s is not None]
-            counts = judgments.counts()
-            metrics |= {f"pref/pairs/{lang}": stats.pairs, f"pref/prompts/{lang}": stats.prompts,
-                        f"pref/ties/{lang}": stats.ties, f"pref/too_few_scored/{lang}": stats.too_few_scored,
-                        f"pref/parse_rate/{lang}": judgments.parse_rate,
-                        f"pref/judge_score_mean/{lang}": (sum(judge_scores[lang]) / len(judge_scores[lang])
-                                                         if judge_scores[lang] else float("nan"))}
-            metrics |= {f"pref/judge_{status}/{lang}": float(c) for status, c in counts.items()}
-            dumps.append({"language": lang, "prompts": prompts, "responses": gens.texts, "scores": scores,
-                          "statuses": [judgments.statuses[i * n: (i + 1) * n] for i in range(len(prompts))],
-                          "judge_raw": judgments.raw[:8]})
+            metrics |= lang_metrics
+            dumps.append(dump)
         metrics |= {"pref/pairs": float(len(all_pairs)), "perf/gen_tokens_per_s": gen_tokens / max(gen_seconds, 1e-9),
                     "perf/gen_s": gen_seconds, "perf/judge_per_s": judged / max(judge_seconds, 1e-9),
                     "perf/judge_s": judge_seconds}
+        self._filter_and_train(k, all_pairs, judge_scores, dumps, metrics)
+
+    def _filter_and_train(self, k: int, all_pairs: list[Pair], judge_scores: dict[str, list[float]],
+                          dumps: list[dict[str, Any]], metrics: dict[str, float]) -> None:
+        """Iteration k after the pairs: filter them, report which languages lost all pairs, log, then DPO."""
+        run, o = self.run, self.o
         no_pairs = warn_missing(self.seen, {lang: len(v) for lang, v in by_language(all_pairs).items()},
                                 f"preference pairs in iteration {k}")
         # filter
@@ -318,7 +324,3 @@ class SelfRewardingLoop:
 
     def _finalise_model(self) -> Any:
         return self.model
-
-
-def options_dict(options: Any) -> dict[str, Any]:
-    return json.loads(json.dumps(asdict(options), default=str))

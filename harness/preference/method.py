@@ -1,24 +1,16 @@
-"""`preference_method(...)` and `LoopOptions`: what registering a self-rewarding DPO method needs, without torch.
+"""`LoopOptions`: the options every self-rewarding DPO method shares, defined without torch.
 
-A preference method (CONGRAD and its baselines) registers a `PreferenceMethod` built from its Options and a pair-filter
-factory; the loop itself (:mod:`harness.preference.loop`: generation, judging, DPO through TRL) is imported when the
-method trains, so discovery (``polymoo methods``, the registry) stays cheap. `harness.preference.loop` re-exports the
-names defined here.
+A preference method (CONGRAD and its baselines) registers with :func:`harness.method.preference_method` from its
+Options (a subclass of these) and a pair-filter factory; the loop itself (:mod:`harness.preference.loop`: generation,
+judging, DPO through TRL) is imported when the method trains, so discovery (``polymoo methods``) stays cheap.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from harness.preference.judges import JUDGES
-from harness.registry import Family, TrainOutcome, register_method
 from harness.validate import option
-
-if TYPE_CHECKING:
-    from harness.preference.filters import PairFilter
-    from harness.run_context import RunContext
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,28 +68,3 @@ class LoopOptions:
         if self.win_rate_prompts_per_language < 0:
             out.append(("win_rate_prompts_per_language", "expected >= 0"))
         return out
-
-
-FilterFactory = Callable[[Any, "RunContext"], "PairFilter"]
-
-
-@dataclass(frozen=True)
-class PreferenceMethod:
-    name: str
-    summary: str
-    family: Family
-    Options: type
-    make_filter: FilterFactory
-    version: int = 1
-    kind: str = "preference"
-
-    def train(self, run: RunContext, options: Any) -> TrainOutcome:
-        from harness.preference.loop import SelfRewardingLoop  # torch, TRL: imported when the method trains
-
-        return SelfRewardingLoop(run, options, self.make_filter(options, run)).execute()
-
-
-def preference_method(*, name: str, summary: str, family: Family, Options: type, make_filter: FilterFactory,
-                      version: int = 1) -> PreferenceMethod:
-    """Register a self-rewarding DPO method whose iterations keep the pairs `make_filter(options, run)` selects."""
-    return register_method(PreferenceMethod(name, summary, family, Options, make_filter, version))

@@ -14,27 +14,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from harness.data.sft import BalancedBatchSampler, TokenizedLanguages, collate
+from harness.faults import maybe_fail
+from harness.method import RunContext
+from harness.moo.combiners import GradientCombiner
 from harness.perf import PeakMemory
-from harness.run_context import RunContext
-
-
-@dataclass
-class CombineResult:
-    direction: torch.Tensor  # flat, same layout as the per-language gradients
-    metrics: dict[str, float] = field(default_factory=dict)
-
-
-class GradientCombiner(Protocol):
-    """Per-language flat gradients (K×P, rows in `languages` order) -> one update direction."""
-
-    def __call__(self, grads: torch.Tensor, languages: list[str], step: int) -> CombineResult: ...
 
 
 def trainable_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
@@ -158,16 +147,15 @@ class PolymooTrainer(Trainer):
 class StepLogger(TrainerCallback):
     """Per-step metrics to the tracker: per-language losses, combiner diagnostics, lr, time, tokens/s, memory."""
 
-    def __init__(self, run: RunContext, trainer_ref: Callable[[], PolymooTrainer], log_every: int, fail_at_step: int):
-        self.run, self.trainer_ref, self.log_every, self.fail_at_step = run, trainer_ref, log_every, fail_at_step
+    def __init__(self, run: RunContext, trainer_ref: Callable[[], PolymooTrainer], log_every: int):
+        self.run, self.trainer_ref, self.log_every = run, trainer_ref, log_every
         self.memory = PeakMemory()
         self._t0 = time.perf_counter()
         self.step_times: list[float] = []
         self.tokens = 0
 
     def on_step_begin(self, args, state, control, **kwargs):
-        if self.fail_at_step and state.global_step == self.fail_at_step:
-            raise RuntimeError(f"train.fail_at_step={self.fail_at_step}: simulated failure after step {state.global_step}")
+        maybe_fail(state.global_step)
         self._t0 = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -219,7 +207,7 @@ def train_sft(run: RunContext, combiner: GradientCombiner | None = None,
     seen = list(run.suite.languages.seen)
     dataset = TokenizedLanguages(run.tokenizer, {lang: run.data.train[lang] for lang in seen}, t.max_seq_len)
     holder: dict[str, PolymooTrainer] = {}
-    logger = StepLogger(run, lambda: holder["trainer"], t.log_every, t.fail_at_step)
+    logger = StepLogger(run, lambda: holder["trainer"], t.log_every)
     trainer = PolymooTrainer(
         model=run.model, args=training_arguments(run), train_dataset=dataset,
         data_collator=collate(run.tokenizer.pad_token_id), languages=seen, per_language=t.batch_size_per_language,

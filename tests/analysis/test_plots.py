@@ -7,7 +7,7 @@ import math
 import pytest
 
 from harness import plots
-from harness.leaderboard import Cell, Row, Table
+from harness.leaderboard.aggregate import Cell, Row, Table
 
 
 def _table():

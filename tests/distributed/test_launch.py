@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from harness.distributed.launch import torchrun_command
-from harness.distributed.train import KILL_ENV
+from harness.faults import KILL_ENV
 from tests.conftest import BASE_SUITE, REPO
 
 pytestmark = [pytest.mark.distributed, pytest.mark.integration]

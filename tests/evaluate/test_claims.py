@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.evaluate.claims import (
+from harness.leaderboard.aggregate import Cell, Row, Table
+from harness.reproduce.claims import (
     NO_PUBLIC_VALUE,
     NOT_COMPARABLE,
     NOT_MEASURED,
@@ -15,7 +16,6 @@ from harness.evaluate.claims import (
     evaluate_claim,
     load_claims,
 )
-from harness.leaderboard import Cell, Row, Table
 
 REPO = Path(__file__).resolve().parents[2]
 CLAIMS = {c["id"]: c for c in load_claims(REPO / "results" / "paper" / "bkmoo.yaml")["claims"]}
@@ -77,7 +77,7 @@ def test_not_measured_and_not_public():
 
 
 def test_direction_claim_with_value_not_public():
-    from harness.evaluate.claims import Measurement
+    from harness.reproduce.claims import Measurement
 
     sep = {"probe_acc": [Measurement("llama3.1-8b", "bkmoo-mgda", 0.1, "base model", seeds=1)]}
     assert _verdict("language_specific_dimensions", _table({}, {}), sep=sep).verdict == REPRODUCED

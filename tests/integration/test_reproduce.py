@@ -9,7 +9,7 @@ import json
 import pytest
 
 from harness.cli import main
-from harness.reproduce import reproduce
+from harness.reproduce.run import reproduce, suite_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -76,7 +76,7 @@ def test_missing_runs_clear_error_nothing_overwritten(env, capsys):
 
 def test_unknown_method_fails_before_training(tmp_path, capsys):
     suite = tmp_path / "s.yaml"
-    suite.write_text((__import__("harness.reproduce", fromlist=["x"]).suite_file("bkmoo", "tiny")).read_text()
+    suite.write_text(suite_file("bkmoo", "tiny").read_text()
                      .replace("{name: joint_sft}", "{name: joint_sft_typo}"))
     from harness.validate import ConfigError
 

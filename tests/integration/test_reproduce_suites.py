@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from harness.evaluate.claims import load_claims
-from harness.reproduce import PAPERS, claims_file, load_paper_suite, suite_file
+from harness.reproduce.claims import load_claims
+from harness.reproduce.run import PAPERS, claims_file, load_paper_suite, suite_file
 
 # options that legitimately differ between tiny twins on CPU and 8B models on GPUs (sizes, the judge: a random-init
 # twin cannot judge itself, so tiny scale uses the deterministic reference judge)

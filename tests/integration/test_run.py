@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from harness.cli import main
-from harness.leaderboard import aggregate, fetch_runs, to_markdown
+from harness.leaderboard.aggregate import aggregate
+from harness.leaderboard.collect import fetch_runs
+from harness.leaderboard.render import to_markdown
 from harness.tracking import experiment_name
 
 if TYPE_CHECKING:  # mlflow and harness.runner (transformers.Trainer) are imported by the tests, not at collection
@@ -56,14 +58,17 @@ def test_run_logs_everything_a_researcher_needs(tmp_store, make_suite):
     assert config["train"]["steps"] == 4 and config["methods"] == [{"name": "joint_sft", "options": {}, "label": None}]
 
 
-def test_failed_run_is_marked_and_resumes_from_checkpoint(tmp_store, make_suite):
+def test_failed_run_is_marked_and_resumes_from_checkpoint(tmp_store, make_suite, monkeypatch):
     from mlflow.tracking import MlflowClient
 
+    from harness.faults import FAIL_ENV
     from harness.runner import run_dir_for, run_one
 
-    suite = make_suite(train={"steps": 6, "save_every": 2, "fail_at_step": 4})
-    with pytest.raises(RuntimeError, match="simulated failure"):
-        run_one(suite, "llama", suite.methods[0], 0)
+    suite = make_suite(train={"steps": 6, "save_every": 2})
+    with monkeypatch.context() as faults:
+        faults.setenv(FAIL_ENV, "4")
+        with pytest.raises(RuntimeError, match="simulated failure"):
+            run_one(suite, "llama", suite.methods[0], 0)
     run_dir = run_dir_for(suite, "llama", suite.methods[0], 0)
     run_id = (run_dir / "mlflow_run_id").read_text()
     c = MlflowClient(tmp_store)
@@ -82,15 +87,17 @@ def test_failed_run_is_marked_and_resumes_from_checkpoint(tmp_store, make_suite)
     assert again.status.startswith("SKIPPED")
 
 
-def test_resume_is_equivalent_to_an_uninterrupted_run(tmp_store, make_suite):
+def test_resume_is_equivalent_to_an_uninterrupted_run(tmp_store, make_suite, monkeypatch):
+    from harness.faults import FAIL_ENV
     from harness.runner import run_one
 
     straight = make_suite(train={"steps": 4, "save_every": 2})
     a = run_one(straight, "llama", straight.methods[0], 0)
-    broken = make_suite(train={"steps": 4, "save_every": 2, "fail_at_step": 2}, suite={"name": "other"})
-    with pytest.raises(RuntimeError):
-        run_one(broken, "llama", broken.methods[0], 0)
     fixed = make_suite(train={"steps": 4, "save_every": 2}, suite={"name": "other"})
+    with monkeypatch.context() as faults:
+        faults.setenv(FAIL_ENV, "2")
+        with pytest.raises(RuntimeError):
+            run_one(fixed, "llama", fixed.methods[0], 0)
     b = run_one(fixed, "llama", fixed.methods[0], 0, resume=True)
     assert b.metrics["eval/loss/en"] == pytest.approx(a.metrics["eval/loss/en"], rel=1e-5)
 

@@ -65,7 +65,7 @@ class Trained:
 
 
 def make_suite(overrides: dict[str, Any] | None = None, method: dict[str, Any] | None = None):
-    from harness.config import suite_from_data
+    from harness.suite import suite_from_data
 
     data = copy.deepcopy(SMALL_SUITE)
     for key, value in (overrides or {}).items():
@@ -89,9 +89,9 @@ def train(name: str, options: dict[str, Any] | None = None, *, tmp_path: Path, o
           seed: int = 0, model_name: str | None = None) -> Trained:
     """Train method `name` with `options` on the small suite (plus `overrides`); returns model, metrics, tracker."""
     from harness.config import MethodSpec
+    from harness.method import RunContext
     from harness.models.loading import load_model
     from harness.registry import get_method, parse_options
-    from harness.run_context import RunContext
     from harness.seeding import seed_everything
 
     spec = {"name": name, "options": dict(options or {})}

@@ -8,9 +8,9 @@ import pytest
 
 from harness.config import MethodSpec
 from harness.distributed.train import dist_spec, resolve_hook
+from harness.method import RunContext
 from harness.models.loading import load_model
 from harness.registry import get_method, parse_options
-from harness.run_context import RunContext
 from tests.methods._tiny import RecordingTracker, _data, make_suite
 
 
@@ -28,5 +28,5 @@ def test_method_hook_option_selects_the_hook(name, options, expected, tmp_path):
     run = RunContext(suite=suite, method=MethodSpec(**spec), model_name="llama", seed=0, model=model,
                      tokenizer=tokenizer, data=_data(suite.data, suite.languages.all), tracker=RecordingTracker(),
                      run_dir=Path(tmp_path))
-    combiner = get_method(name).make_combiner(parse_options(name, options), run)
+    combiner = get_method(name).build(parse_options(name, options), run)
     assert resolve_hook(dist_spec(combiner), "sharded") == expected

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from harness.cli import main
-from harness.config import ConfigError, load_suite
+from harness.suite import ConfigError, load_suite
 from tests.conftest import BASE_SUITE
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,6 +1,6 @@
 """Discovery is lazy: listing the methods (`polymoo methods`, the registry) imports no training or tracking stack.
 
-Registering a method only needs its Options and a factory (`harness.train.gradient`, `harness.moo.options`,
+Registering a method only needs its Options and a factory (`harness.method`, `harness.moo.options`,
 `harness.preference.method`); TRL, transformers' Trainer, peft, lm-eval, MLflow (and torch itself) are imported by the
 functions that train or evaluate. A method module with a top-level `import trl` (or an import of a module that has one,
 e.g. `harness.moo.combiners`, `harness.preference.loop`) fails this test, which names the import chain.

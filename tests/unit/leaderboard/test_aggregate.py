@@ -8,7 +8,9 @@ import statistics
 
 import pytest
 
-from harness.leaderboard import Cell, aggregate, fetch_runs, significance, to_csv, to_markdown
+from harness.leaderboard.aggregate import Cell, aggregate, significance
+from harness.leaderboard.collect import fetch_runs
+from harness.leaderboard.render import to_csv, to_markdown
 from harness.tracking import Tracker
 
 EXPERIMENT = "polymoo/synthetic"
@@ -168,7 +170,7 @@ def test_errors(store):
 
 def test_suite_runs_keep_only_the_suite_version(tmp_path, make_suite):
     """Runs of an older suite version are not comparable (the version bump says so): they leave the leaderboard."""
-    from harness.leaderboard import suite_runs
+    from harness.leaderboard.collect import suite_runs
     from harness.tracking import client, ensure_experiment
     from tests._store import copy_store
 

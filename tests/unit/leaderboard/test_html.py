@@ -10,7 +10,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from harness.leaderboard import Cell, Row, SigTest, Table, to_html
+from harness.leaderboard.aggregate import Cell, Row, SigTest, Table
+from harness.leaderboard.render import to_html
 
 
 def _table() -> Table:

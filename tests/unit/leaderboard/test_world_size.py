@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.leaderboard import aggregate, latest_per_seed
+from harness.leaderboard.aggregate import aggregate
+from harness.leaderboard.collect import latest_per_seed
 
 
 def _run(method: str, world: str, acc: float, start: int) -> dict:

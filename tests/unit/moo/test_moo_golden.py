@@ -48,7 +48,9 @@ def test_cagrad_rescale2_and_pcgrad_mean():
 
 
 def test_registry():
-    assert available_weightings() == sorted(WEIGHTINGS) == ["cagrad", "imtl_g", "mean", "mgda", "pcgrad", "upgrad"]
+    assert available_weightings() == sorted(WEIGHTINGS) == [
+        "aligned_mtl", "cagrad", "imtl_g", "mean", "mgda", "pcgrad", "upgrad"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Paper claims (results/paper/<paper>.yaml) measured against leaderboard tables, with a verdict.
+"""Claims: a paper's public claims (results/paper/<paper>.yaml) measured against leaderboard tables, with a verdict.
 
 Verdicts:
 - `reproduced` / `not reproduced`: the claim's check (`expect`) at the claim's own scale;
@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from harness.leaderboard import Table, significance
+from harness.leaderboard.aggregate import Table, significance
 
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"

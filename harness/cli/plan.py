@@ -9,11 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.cli import PARSER_HOOKS, command
 
-
-def _add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plan", help="predict bytes and memory per rank for the suite's base LLMs (N = 8 … 64)")
+def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(name, help="predict bytes and memory per rank for the suite's base LLMs (N = 8 … 64)")
     p.add_argument("suite", help="suite YAML file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--nproc", default="8,16,64", help="comma-separated world sizes (default 8,16,64)")
@@ -26,9 +24,6 @@ def _add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="results/planner", help="folder for <suite>.md / .csv / _claim.json")
 
 
-PARSER_HOOKS.append(_add_parser)
-
-
 def _catalog_key(name: str) -> str:
     from harness.models.catalog import ALIASES, CATALOG
 
@@ -39,13 +34,11 @@ def _catalog_key(name: str) -> str:
     return key
 
 
-@command("plan")
-def cmd_plan(args: argparse.Namespace) -> int:
-    from harness.config import load_suite
-    from harness.distributed.planner import Workload, closest_to_claim, config_path, plan_rows, to_markdown, write_plan
+def _planned_models(suite) -> list[str]:
+    """The suite's models as catalog keys, once each; a model without a config file is skipped with a note."""
+    from harness.distributed.planner import config_path
 
-    suite = load_suite(args.suite, args.overrides)
-    models = []
+    models: list[str] = []
     for name in suite.models:
         key = _catalog_key(name)
         try:
@@ -55,6 +48,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
             continue
         if key not in models:
             models.append(key)
+    return models
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from harness.distributed.planner import Workload, closest_to_claim, plan_rows, to_markdown, write_plan
+    from harness.suite import load_suite
+
+    suite = load_suite(args.suite, args.overrides)
+    models = _planned_models(suite)
     caps = [float(m.options["bucket_cap_mb"]) for m in suite.methods if "bucket_cap_mb" in m.options]
     cap = args.bucket_cap_mb or (caps[0] if caps else 25.0)
     worlds = [int(x) for x in args.nproc.split(",") if x.strip()]

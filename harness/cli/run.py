@@ -1,0 +1,51 @@
+"""`polymoo run SUITE`: train and evaluate every (model, method, seed) of a suite, then print its leaderboard.
+
+    polymoo run SUITE [--set key=value ...] [--model M] [--method NAME] [--seed S] [--resume] [--nproc N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from harness.cli.common import suite_args
+from harness.cli.leaderboard import default_metric, print_leaderboard
+from harness.validate import ConfigError
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(name, help="train and evaluate every (model, method, seed) of a suite")
+    suite_args(p)
+    p.add_argument("--model", help="only this model of the suite")
+    p.add_argument("--method", help="only this method (name or label)")
+    p.add_argument("--seed", type=int, help="only this seed")
+    p.add_argument("--resume", action="store_true", help="skip finished runs, resume failed ones from their checkpoint")
+    p.add_argument("--nproc", type=int, default=None, help="processes (torchrun); default: suite distributed.nproc")
+    p.add_argument("--no-leaderboard", action="store_true", help="do not print the leaderboard afterwards")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.suite import load_suite
+
+    suite = load_suite(args.suite, args.overrides)
+    suite = suite.with_only(model=args.model, method=args.method, seed=args.seed)
+    if not suite.methods or not suite.models:
+        raise ConfigError([f"{args.suite}: --model/--method filter selects nothing"])
+    nproc = args.nproc if args.nproc is not None else suite.distributed.nproc
+    if nproc > 1 and "LOCAL_RANK" not in os.environ:
+        from harness.distributed.launch import launch
+
+        return launch(args, nproc)
+    from harness.distributed.launch import current_dist
+    from harness.runner import describe_results, run_suite
+
+    dist = current_dist(suite)
+    results = run_suite(suite, resume=args.resume, dist=dist)
+    if dist.is_main:
+        for row in describe_results(results):
+            print(f"{row['model']:<14} {row['method']:<20} seed {row['seed']}: {row['status']} (run {row['run_id']})")
+        if not args.no_leaderboard:
+            print()
+            print_leaderboard(suite, default_metric(suite), "md", Path("results/leaderboards"))
+    return 0

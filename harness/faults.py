@@ -1,0 +1,29 @@
+"""Fault injection for the harness's own tests. TEST-ONLY: never set these variables for a real run.
+
+They are environment variables rather than suite keys, so the user schema (and the logged config) holds nothing but
+what a researcher sets. Both training loops call these hooks before every optimizer step:
+
+- ``POLYMOO_TEST_FAIL_AT_STEP=N``: raise a RuntimeError before optimizer step N (0-based; N steps completed), on
+  every rank: a crash the run must survive (FAILED in MLflow, checkpoints kept, ``--resume`` continues);
+- ``POLYMOO_TEST_KILL_RANK_AT_STEP=RANK:STEP``: that rank SIGKILLs itself before step STEP: a lost process that
+  torchrun must tear down, then ``--resume`` must recover from.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+FAIL_ENV = "POLYMOO_TEST_FAIL_AT_STEP"
+KILL_ENV = "POLYMOO_TEST_KILL_RANK_AT_STEP"
+
+
+def maybe_fail(step: int) -> None:
+    target = os.environ.get(FAIL_ENV, "")
+    if target and int(target) == step:
+        raise RuntimeError(f"{FAIL_ENV}={target}: simulated failure after step {step} (test-only fault injection)")
+
+
+def maybe_kill(rank: int, step: int) -> None:
+    if os.environ.get(KILL_ENV, "") == f"{rank}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,63 @@
+"""``cagrad``: CAGrad (Liu, Liu, Jin, Stone, Liu, NeurIPS 2021, "Conflict-Averse Gradient Descent for Multi-task
+Learning").
+
+``g0 = mean``, ``w = argmin_{simplex} g_wᵀg0 + c‖g0‖‖g_w‖``, ``d = g0 + (c‖g0‖/‖g_w‖) g_w``; the returned
+coefficients are ``1/K + (c‖g0‖/‖g_w‖) w`` (the golden "weights" (0.7041, 0.5) for rescale 0 are exactly these),
+divided by the rescale divisor. If ``g_w = 0`` (Pareto-stationary mean-ball), ``d = g0``. The inner problem is solved
+exactly via ``sqrt(q) = min_τ q/(2τ) + τ/2``: golden-section search over log τ with an exact simplex QP inside (the
+official code uses scipy's SLSQP; no scipy here).
+
+Options:
+
+* ``c=0.5``: the official code's default (0.4 is used elsewhere, e.g. the FAMO/Nash-MTL experiment scripts).
+* ``rescale=1``: divide by ``1`` (0), ``1+c²`` (1, the official code's default) or ``1+c`` (2).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from harness.moo._qp import golden_section, solve_simplex_qp
+from harness.moo.weightings.base import Weighting, _check_choice, _prepare, _safe_div, register_weighting
+
+
+def _cagrad_inner(g: Tensor, b: Tensor, phi: Tensor) -> Tensor:
+    """``argmin_{w in simplex} bᵀw + phi·sqrt(wᵀGw)`` via ``sqrt(q) = min_τ q/(2τ) + τ/2``."""
+
+    def inner_w(log_tau: Tensor) -> Tensor:
+        return solve_simplex_qp(g * (phi / torch.exp(log_tau)), b)
+
+    def h(log_tau: Tensor) -> Tensor:
+        tau = torch.exp(log_tau)
+        w = inner_w(log_tau)
+        return b @ w + phi * (w @ g @ w / (2.0 * tau) + tau / 2.0)
+
+    hi = torch.sqrt(torch.diagonal(g).max().clamp_min(1e-300))  # ‖g_w‖ ≤ max ‖g_i‖
+    log_hi = torch.log(hi)
+    log_tau = golden_section(h, log_hi - 30.0, log_hi, iters=90)
+    return inner_w(log_tau)
+
+
+def _cagrad_factory(c: float = 0.5, rescale: int = 1) -> Weighting:
+    if not isinstance(c, (int, float)) or c < 0:
+        raise ValueError(f"option 'c' must be a non-negative number, got {c!r}")
+    _check_choice("rescale", rescale, (0, 1, 2))
+    divisor = {0: 1.0, 1: 1.0 + c * c, 2: 1.0 + c}[rescale]
+
+    def cagrad(gram: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        g = _prepare(gram)
+        k = g.shape[0]
+        mean_w = torch.full((k,), 1.0 / k, dtype=torch.float64, device=g.device)
+        b = g @ mean_w  # b_i = g_i·g0
+        g0_norm = torch.sqrt((mean_w @ b).clamp_min(0.0))
+        phi = c * g0_norm
+        w = _cagrad_inner(g, b, phi)
+        gw_norm = torch.sqrt((w @ g @ w).clamp_min(0.0))
+        lam = torch.where(gw_norm > 1e-12, _safe_div(phi, gw_norm), torch.zeros_like(gw_norm))
+        return (mean_w + lam * w) / divisor
+
+    return cagrad
+
+
+register_weighting("cagrad", _cagrad_factory)

@@ -1,0 +1,118 @@
+"""Run: the paper's suite at a scale, launched (trained) or read back from MLflow, then the report.
+
+Scales. Each paper has two suites that share methods and seeds (a test keeps them identical):
+`suites/<paper>_paper.yaml` (scale full: the real base LLMs, GPUs, torchrun) and
+`suites/<paper>_paper_tiny.yaml` (scale tiny: tiny twins, offline data, CPU, a few minutes). Two standalone
+files rather than an `include:` because the tiny twin must *remove* full-scale sections (lm-eval's hub tasks,
+the data path) and one-level `include:` can only add or replace keys.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from harness.config import Suite
+from harness.suite import apply_overrides, read_yaml, suite_from_data
+from harness.validate import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+PAPERS = ("bkmoo", "congrad")
+SCALES = ("tiny", "full")
+
+
+def suite_file(paper: str, scale: str) -> Path:
+    if paper not in PAPERS:
+        raise ValueError(f"unknown paper {paper!r}; known: {', '.join(PAPERS)}")
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; known: {', '.join(SCALES)}")
+    return REPO / "suites" / (f"{paper}_paper.yaml" if scale == "full" else f"{paper}_paper_tiny.yaml")
+
+
+def claims_file(paper: str) -> Path:
+    return REPO / "results" / "paper" / f"{paper}.yaml"
+
+
+def load_paper_suite(paper: str, scale: str, overrides: list[str] | None = None,
+                     methods: list[str] | None = None, suite_path: Path | None = None) -> Suite:
+    """The paper's suite at `scale`, restricted to `methods` (names or labels) before validation, so a
+    suite naming methods that are not registered yet can still run the ones that are."""
+    path = suite_path or suite_file(paper, scale)
+    data = read_yaml(path)
+    if methods:
+        kept = [m for m in data.get("methods", []) if m.get("name") in methods or m.get("label") in methods]
+        if not kept:
+            names = [m.get("label") or m.get("name") for m in data.get("methods", [])]
+            raise ConfigError([f"{path}: --method {methods} selects none of the suite's methods {names}"])
+        data["methods"] = kept
+    try:
+        data = apply_overrides(data, overrides or [])
+    except (KeyError, IndexError, ValueError) as err:
+        raise ConfigError([f"{path}: --set: cannot apply override ({err})"]) from err
+    suite = suite_from_data(data, str(path))
+    if suite.scale != scale:
+        raise ConfigError([f"{path}: scale is {suite.scale!r} but --scale {scale} was asked"])
+    return suite
+
+
+def select_runs(suite: Suite, runs: Any) -> Any:
+    """The latest finished run of every (model, method, seed) of the suite; ValueError listing what is missing."""
+    want = {(m, s.display, str(seed)) for m in suite.models for s in suite.methods for seed in suite.seeds}
+    cols = ("tags.polymoo.model", "tags.polymoo.method", "tags.polymoo.seed")
+    if len(runs) and all(c in runs.columns for c in cols):
+        runs = runs[runs["tags.polymoo.scale"] == suite.scale] if "tags.polymoo.scale" in runs.columns else runs
+        keys = list(zip(*(runs[c].astype(str) for c in cols), strict=True))
+        runs = runs.assign(_key=keys)
+        runs = runs[runs["_key"].isin(want)]
+        if "start_time" in runs.columns:
+            runs = runs.sort_values("start_time")
+        runs = runs.drop_duplicates("_key", keep="last")
+        have = set(runs["_key"])
+    else:
+        have = set()
+    missing = sorted(want - have)
+    if missing:
+        shown = ", ".join(f"{m}/{meth}/seed{s}" for m, meth, s in missing[:8])
+        more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+        raise ValueError(f"suite {suite.suite.name!r}: {len(missing)} of {len(want)} runs missing from MLflow "
+                         f"(finished, scale {suite.scale}): {shown}{more}; run without --from-mlflow to train them")
+    return runs.drop(columns=["_key"])
+
+
+def run_or_read(suite: Suite, from_mlflow: bool, resume: bool, with_separability: bool) -> tuple[Suite, Any]:
+    """Train the suite (saving the final models when separability needs them) unless `from_mlflow`, then read
+    its runs back; returns the suite as run and one finished run per (model, method, seed)."""
+    from harness.leaderboard.collect import suite_runs
+
+    if not from_mlflow:
+        from harness.runner import run_suite
+
+        suite = replace(suite, train=replace(suite.train, save_model=suite.train.save_model or with_separability))
+        run_suite(suite, resume=resume)
+    return suite, select_runs(suite, suite_runs(suite))
+
+
+def reproduce(paper: str, scale: str, overrides: list[str] | None = None, methods: list[str] | None = None,
+              from_mlflow: bool = False, out_root: Path | None = None, with_separability: bool = True,
+              log: bool = True, suite_path: Path | None = None, resume: bool = False) -> Path:
+    """Run (or read) the paper's suite at `scale` and write the report; returns the report folder."""
+    from harness.evaluate.pipeline import check_eval_config
+    from harness.leaderboard.publish import log_files
+    from harness.reproduce.claims import load_claims
+    from harness.reproduce.report import build_report
+    from harness.tracking import experiment_name
+
+    started = time.time()
+    claims = load_claims(claims_file(paper))
+    suite = load_paper_suite(paper, scale, overrides, methods, suite_path)
+    check_eval_config(suite)
+    suite, runs = run_or_read(suite, from_mlflow, resume, with_separability)
+    final = build_report(out_root or REPO / "results" / "reproduce", paper, scale, suite, runs, claims,
+                         from_mlflow=from_mlflow, with_separability=with_separability, started=started)
+    if log:
+        log_files(final, experiment_name(suite), f"reproduce/{paper}/{scale}", suite.tracking.uri,
+                  {"polymoo.suite": suite.suite.name, "polymoo.paper": paper, "polymoo.scale": scale},
+                  artifact_dir="reproduce")
+    return final
