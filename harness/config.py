@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -18,11 +19,26 @@ from harness.validate import suggest, to_dict
 CACHE_VERSION = 1
 
 
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")  # names that become folder names under output_dir
+
+
+def unsafe_name(value: str) -> str | None:
+    """Why `value` cannot name a folder (a path separator, '..', a leading dot), or None."""
+    if SAFE_NAME.match(value) and ".." not in value:
+        return None
+    return (f"{value!r} becomes a folder name: use letters, digits and . _ + - only, starting with a letter or digit "
+            "(no '/' or '..')")
+
+
 @dataclass(frozen=True, kw_only=True)
 class SuiteInfo:
     name: str
     version: int = 1
     description: str = ""
+
+    def check(self) -> list[tuple[str, str]]:
+        problem = unsafe_name(self.name)
+        return [("name", problem)] if problem else []
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,8 +57,11 @@ class Languages:
         overlap = set(self.seen) & set(self.unseen)
         if overlap:
             out.append(("unseen", f"languages both seen and unseen: {sorted(overlap)}"))
-        if len(set(self.seen)) != len(self.seen):
-            out.append(("seen", "duplicate languages"))
+        for group in ("seen", "unseen"):
+            codes = list(getattr(self, group))
+            twice = sorted({c for c in codes if codes.count(c) > 1})
+            if twice:
+                out.append((group, f"duplicate languages: {', '.join(twice)}"))
         return out
 
     @property
@@ -168,6 +187,10 @@ class MethodSpec:
     # of the schema (init=False: a YAML file cannot set it) nor of the resolved config and its hash.
     parsed_options: Any = field(default=None, init=False, compare=False, repr=False)
 
+    def check(self) -> list[tuple[str, str]]:
+        problem = unsafe_name(self.display)
+        return [("label" if self.label else "name", problem)] if problem else []
+
     @property
     def display(self) -> str:
         if self.label:
@@ -199,6 +222,11 @@ class Suite:
             out.append(("methods", "needs at least one method"))
         if not self.seeds:
             out.append(("seeds", "needs at least one seed"))
+        for key in ("seeds", "models"):
+            values = list(getattr(self, key))
+            twice = sorted({str(v) for v in values if values.count(v) > 1})
+            if twice:
+                out.append((key, f"listed twice: {', '.join(twice)} (each would overwrite the other's runs)"))
         if self.scale == "tiny" and self.data.source == "chatterbot":
             for group in ("seen", "unseen"):
                 for i, code in enumerate(getattr(self.languages, group)):

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,41 +91,73 @@ def run_one(suite: Suite, model_name: str, spec: MethodSpec, seed: int, resume: 
     run_name = f"{model_name}/{spec.display}/seed{seed}"
     tracker: Tracker = open_run(suite, run_name, tags, run_dir, resume) if dist.is_main else NullTracker()
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(suite.resolved(), sort_keys=False, allow_unicode=True))
-        seed_everything(seed)
-        model, tokenizer = load_model(model_name, suite.scale, suite.train.dtype, suite.train.lora)
-        data = load_language_data(suite.data, suite.languages.all)
-        log_run_config(tracker, suite, {"run.model": model_name, "run.method": spec.name, "run.seed": seed,
-                                        "run.method_options": json.dumps(spec.options, sort_keys=True),
-                                        "run.data_fingerprint": data.fingerprint(),
-                                        "run.tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
-                                        **({"run.initial_weights_fingerprint": weights_fingerprint(model)}
-                                           if suite.scale == "tiny" else {}),  # full scale: the hub revision names them
-                                        "run.trainable_params": sum(p.numel() for p in model.parameters()
-                                                                    if p.requires_grad)})
-        run = RunContext(suite=suite, method=spec, model_name=model_name, seed=seed, model=model,
-                         tokenizer=tokenizer, data=data, run_dir=run_dir, tracker=tracker, dist=dist, resume=resume)
-        started = time.perf_counter()
-        outcome = method.train(run, options)
-        metrics = dict(outcome.metrics)
-        metrics["perf/train_time_s"] = time.perf_counter() - started
-        if dist.is_main:
-            metrics |= evaluate_model(suite, outcome.model, tokenizer, data, run_dir / "eval", tracker)
-            tracker.log_metrics(metrics, step=suite.train.steps)
-            from harness.evaluate.run_plots import log_run_plots
-
-            log_run_plots(tracker, suite, metrics, run_dir / "plots")
-            if suite.train.save_model:
-                outcome.model.save_pretrained(run_dir / "final")
-                tokenizer.save_pretrained(run_dir / "final")
-            (run_dir / "DONE").write_text(json.dumps({"run_id": tracker.run_id, "metrics": metrics}))
-            _drop_checkpoints(run_dir)
-        tracker.finish("FINISHED")
-        return RunResult(model_name, spec.display, seed, tracker.run_id, "FINISHED", metrics)
+        with _killed_on_sigterm(dist):
+            return _train_evaluate_record(suite, model_name, spec, seed, method, options, run_dir, tracker, dist,
+                                          resume)
+    except Terminated:
+        tracker.finish("KILLED")
+        raise
     except BaseException:
         tracker.finish("FAILED")
         raise
+
+
+class Terminated(BaseException):
+    """SIGTERM reached a single-process run (a scheduler's stop): it ends KILLED in MLflow, with what it logged kept."""
+
+
+@contextmanager
+def _killed_on_sigterm(dist: DistInfo) -> Iterator[None]:
+    """Turn SIGTERM into `Terminated` while a single-process run trains (the distributed path has its own guard)."""
+    if dist.world_size > 1 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated(f"signal {signum} (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _train_evaluate_record(suite: Suite, model_name: str, spec: MethodSpec, seed: int, method: Any, options: Any,
+                           run_dir: Path, tracker: Tracker, dist: DistInfo, resume: bool) -> RunResult:
+    """Build, train, evaluate, record (and write DONE) for one run; the caller ends the MLflow run on failure."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(suite.resolved(), sort_keys=False, allow_unicode=True))
+    seed_everything(seed)
+    model, tokenizer = load_model(model_name, suite.scale, suite.train.dtype, suite.train.lora)
+    data = load_language_data(suite.data, suite.languages.all)
+    log_run_config(tracker, suite, {"run.model": model_name, "run.method": spec.name, "run.seed": seed,
+                                    "run.method_options": json.dumps(spec.options, sort_keys=True),
+                                    "run.data_fingerprint": data.fingerprint(),
+                                    "run.tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
+                                    **({"run.initial_weights_fingerprint": weights_fingerprint(model)}
+                                       if suite.scale == "tiny" else {}),  # full scale: the hub revision names them
+                                    "run.trainable_params": sum(p.numel() for p in model.parameters()
+                                                                if p.requires_grad)})
+    run = RunContext(suite=suite, method=spec, model_name=model_name, seed=seed, model=model,
+                     tokenizer=tokenizer, data=data, run_dir=run_dir, tracker=tracker, dist=dist, resume=resume)
+    started = time.perf_counter()
+    outcome = method.train(run, options)
+    metrics = dict(outcome.metrics)
+    metrics["perf/train_time_s"] = time.perf_counter() - started
+    if dist.is_main:
+        metrics |= evaluate_model(suite, outcome.model, tokenizer, data, run_dir / "eval", tracker)
+        tracker.log_metrics(metrics, step=suite.train.steps)
+        from harness.evaluate.run_plots import log_run_plots
+
+        log_run_plots(tracker, suite, metrics, run_dir / "plots")
+        if suite.train.save_model:
+            outcome.model.save_pretrained(run_dir / "final")
+            tokenizer.save_pretrained(run_dir / "final")
+        (run_dir / "DONE").write_text(json.dumps({"run_id": tracker.run_id, "metrics": metrics}))
+        _drop_checkpoints(run_dir)
+    tracker.finish("FINISHED")
+    return RunResult(model_name, spec.display, seed, tracker.run_id, "FINISHED", metrics)
 
 
 def _drop_checkpoints(run_dir: Path) -> None:

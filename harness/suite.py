@@ -17,32 +17,63 @@ from harness.config import MethodSpec, Suite
 from harness.validate import ConfigError, from_dict, suggest
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a key given twice in one mapping (plain YAML keeps the last one, silently)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` merges; an explicit key after it overrides
+            continue
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """'train.steps=20' -> (['train', 'steps'], 20); the value is parsed as YAML."""
     if "=" not in text:
         raise ConfigError([f"--set {text!r}: expected key.path=value"])
     key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw)
+    try:
+        value = yaml.load(raw, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        reason = str(err).splitlines()[0]
+        raise ConfigError([f"--set {text}: the value is not valid YAML ({reason}); quote it or fix it"]) from None
+    return key.strip().split("."), value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     for text in overrides:
         keys, value = parse_override(text)
         node: Any = data
-        for i, key in enumerate(keys[:-1]):
+        for i, key in enumerate(keys):
+            where = ".".join(keys[: i + 1])
+            last = i == len(keys) - 1
             if isinstance(node, list):
-                node = node[int(key)]
-                continue
-            if node.get(key) is None:
-                node[key] = {}
-            node = node[key]
-            if not isinstance(node, (dict, list)):
-                raise ConfigError([f"--set {text}: {'.'.join(keys[: i + 1])} is not a mapping"])
-        last = keys[-1]
-        if isinstance(node, list):
-            node[int(last)] = value
-        else:
-            node[last] = value
+                if not key.lstrip("-").isdigit() or not -len(node) <= int(key) < len(node):
+                    raise ConfigError([f"--set {text}: {where}: no item {key!r} in a list of {len(node)}"])
+                if last:
+                    node[int(key)] = value
+                else:
+                    node = node[int(key)]
+            elif isinstance(node, dict):
+                if last:
+                    node[key] = value
+                else:
+                    if node.get(key) is None:
+                        node[key] = {}
+                    node = node[key]
+            else:
+                parent = ".".join(keys[:i]) or "<top>"
+                raise ConfigError([f"--set {text}: {parent} is {node!r}, not a mapping or a list, so it has no {key!r}"])
     return data
 
 
@@ -54,7 +85,7 @@ def read_yaml(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         loop = " -> ".join(str(p) for p in (*_chain, path.resolve()))
         raise ConfigError([f"{path}: include: the suite includes itself ({loop})"])
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         raise ConfigError([f"{path}: malformed YAML: {err}"]) from err
     if not isinstance(data, dict):

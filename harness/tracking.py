@@ -62,14 +62,18 @@ def search_runs(experiment: str, uri: str | None = None, filter_string: str = ""
     return mlflow.search_runs(experiment_names=[experiment], filter_string=filter_string, output_format="pandas")
 
 
-def ensure_experiment(c: Any, name: str) -> str:
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # else MLflow 3's UI opens the GenAI view
+
+
+def ensure_experiment(c: Any, name: str, description: str = "") -> str:
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     artifacts = None
     if c.tracking_uri.startswith("sqlite:///"):
         artifacts = (Path(c.tracking_uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
-    return c.create_experiment(name, artifact_location=artifacts)
+    tags = {**EXPERIMENT_KIND, **({"mlflow.note.content": description} if description else {})}
+    return c.create_experiment(name, artifact_location=artifacts, tags=tags)
 
 
 def package_versions() -> dict[str, str]:
@@ -158,22 +162,49 @@ class NullTracker(Tracker):
 def open_run(suite: Suite, run_name: str, tags: dict[str, Any], run_dir: Path, resume: bool) -> Tracker:
     """Start a new MLflow run, or reopen the one recorded in `run_dir` when resuming."""
     c = client(suite.tracking.uri)
-    exp_id = ensure_experiment(c, experiment_name(suite))
+    exp_id = ensure_experiment(c, experiment_name(suite), suite.suite.description or f"polymoo suite {suite.suite.name}")
     id_file = run_dir / "mlflow_run_id"
     if resume and id_file.exists():
         run_id = id_file.read_text().strip()
+        _refuse_changed_config(suite, c.get_run(run_id).data.params, run_id)
         c.update_run(run_id, status="RUNNING")
         tracker = Tracker(c, run_id)
         tracker.set_tags({"polymoo.resumed": "true"})
         return tracker
+    run_dir.mkdir(parents=True, exist_ok=True)  # before the run exists: a folder error must not leave it RUNNING
     run = c.create_run(exp_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()})
-    run_dir.mkdir(parents=True, exist_ok=True)
-    id_file.write_text(run.info.run_id)
+    try:
+        id_file.write_text(run.info.run_id)
+    except OSError:
+        c.set_terminated(run.info.run_id, status="FAILED")
+        raise
     return Tracker(c, run.info.run_id)
 
 
+# A run's identity (which model, method and seed) is not part of the settings a resume must keep: --model, --method
+# and --seed filter these lists, and each run logs its own as run.model / run.method / run.seed.
+IDENTITY_KEYS = ("models", "methods", "seeds")
+
+
+def config_params(suite: Suite) -> dict[str, str]:
+    """The suite's settings as MLflow params: the resolved config flattened, without the identity lists."""
+    return {k: str(v)[:MAX_PARAM_LEN] for k, v in flatten(suite.resolved()).items()
+            if k.split(".")[0] not in IDENTITY_KEYS}
+
+
+def _refuse_changed_config(suite: Suite, recorded: dict[str, str], run_id: str) -> None:
+    """A resumed run must continue the settings it started with: its params would keep the old values otherwise."""
+    changed = [f"{k}: {recorded[k]} -> {v}" for k, v in config_params(suite).items() if k in recorded and recorded[k] != v]
+    if changed:
+        raise ValueError(f"--resume: the suite changed since MLflow run {run_id} started ({'; '.join(changed)}); "
+                         "resume with the settings it started with, or drop --resume for a fresh run "
+                         "(the earlier run's folder is kept)")
+
+
 def log_run_config(tracker: Tracker, suite: Suite, extra: dict[str, Any]) -> None:
+    """Params: the suite's settings (`config_params`; a run logs its own method as `run.method*` in `extra`, not
+    every method of the suite), package versions and `extra`; artifacts: the whole resolved suite and versions."""
     resolved = suite.resolved()
-    tracker.log_params({**flatten(resolved), **{f"version.{k}": v for k, v in package_versions().items()}, **extra})
+    tracker.log_params({**config_params(suite), **{f"version.{k}": v for k, v in package_versions().items()}, **extra})
     tracker.log_dict(resolved, "config.yaml")
     tracker.log_text(json.dumps(package_versions(), indent=2), "versions.json")

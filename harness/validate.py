@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -96,7 +97,10 @@ def convert(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            if math.isfinite(value):
+                return float(value)
+            problems.append(f"{path}: expected a finite number, got {value!r}")
+            return None
     elif tp is str:
         if isinstance(value, str):
             return value

@@ -17,6 +17,7 @@ Reconstruction (each an option, see `polymoo methods --long`):
   bucket applies only when the argument is left out). The bucket→parameter-name map is logged as `buckets.json`;
 - `solver`: `mgda` (default), `pcgrad`, `cagrad`, or `mean` (= joint SFT: the equivalence check of the harness), with
   the solver's own options `reduction` (PCGrad) and `c`, `rescale` (CAGrad) at the defaults of their baselines;
+  `gradvac` (harness extension, `beta`) keeps one EMA state per bucket, checkpointed with the run;
 - PCGrad's projection order per bucket: `harness.seeding.generator(seed, "pcgrad", step, bucket index)`;
 - `normalize`: `none` | `l2` (unit-normalise each language's gradient on the bucket before solving);
 - `output_scale`: `raw` (the solver's direction on each bucket) | `mean_norm` (each bucket's direction rescaled to the
@@ -47,14 +48,15 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, kw_only=True)
 class BKMOOOptions:
-    solver: Literal["mgda", "pcgrad", "cagrad", "mean"] = option(
-        "mgda", "paper", "per-bucket weighting (the paper names MGDA, PCGrad and CAGrad; mean = joint SFT); default "
-                         "is a reconstruction")
+    solver: Literal["mgda", "pcgrad", "cagrad", "mean", "gradvac"] = option(
+        "mgda", "paper", "per-bucket weighting (the paper names MGDA, PCGrad and CAGrad; mean = joint SFT; gradvac: "
+                         "harness extension, one EMA state per bucket); default is a reconstruction")
     bucket_cap_mb: float = option(25.0, "reconstruction", "DDP bucket cap in MiB (the paper's bucket size is not "
                                                           "public; 25 = DDP's default cap)")
     reduction: Literal["sum", "mean"] = option("sum", "paper", "solver pcgrad: sum (PCGrad paper) or mean")
     c: float = option(0.5, "reference-code", "solver cagrad: radius c (CAGrad reference code default)")
     rescale: Literal[0, 1, 2] = option(1, "reference-code", "solver cagrad: 0 none, 1 d/(1+c²), 2 d/(1+c)")
+    beta: float = option(0.01, "paper", "solver gradvac: EMA rate of the cosine targets (GradVac paper)")
     normalize: Literal["none", "l2"] = option("none", "reconstruction", "per-bucket gradient normalisation before "
                                                                        "the solve")
     output_scale: Literal["raw", "mean_norm"] = option("raw", "reconstruction", "raw, or each bucket's direction "
@@ -74,6 +76,8 @@ class BKMOOOptions:
             out.append(("bucket_cap_mb", f"expected a positive number of MiB, got {self.bucket_cap_mb}"))
         if self.c < 0:
             out.append(("c", f"expected a non-negative number, got {self.c}"))
+        if not 0 <= self.beta <= 1:
+            out.append(("beta", f"expected a number in [0, 1], got {self.beta}"))
         if self.hook is not None and (self.hook in ("full", "full_gather")) != (self.granularity == "whole"):
             want = "full or full_gather" if self.granularity == "whole" else "sharded or allgather"
             out.append(("hook", f"granularity {self.granularity} runs under DDP with hook {want}, got {self.hook}"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from harness.cli.common import suite_args
@@ -38,10 +39,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         return launch(args, nproc)
     from harness.distributed.launch import current_dist
-    from harness.runner import describe_results, run_suite
+    from harness.runner import Terminated, describe_results, run_suite
 
     dist = current_dist(suite)
-    results = run_suite(suite, resume=args.resume, dist=dist)
+    try:
+        results = run_suite(suite, resume=args.resume, dist=dist)
+    except Terminated as stop:
+        print(f"polymoo: stopped by {stop}: the current run ended KILLED in MLflow with what it had logged; "
+              f"continue with: polymoo run {args.suite} --resume", file=sys.stderr)
+        return 128 + 15
     if dist.is_main:
         for row in describe_results(results):
             print(f"{row['model']:<14} {row['method']:<20} seed {row['seed']}: {row['status']} (run {row['run_id']})")

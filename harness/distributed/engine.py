@@ -52,6 +52,32 @@ class EngineConfig:
             raise ValueError(f"grad_accum must be >= 1, got {self.grad_accum}")
 
 
+def engine_weighting(cfg: EngineConfig, world: int, n_languages: int) -> Any:
+    """The hooks' weighting for ``cfg``: stateless ones as ``fn(gram)``, stateful ones (GradVac) as they are.
+
+    Refused under DDP, with the reason: a weighting that needs the per-language losses (FAMO; the hooks see only
+    gradients), a stateful one when languages rotate over steps (N < K: a K_eff×K_eff state would mix languages) or
+    with granularity ``module`` (a module split over two buckets would update one state twice per step).
+    """
+    from harness.moo.weightings import STATEFUL_WEIGHTINGS, stateful_weighting, weighting
+
+    if cfg.weighting not in STATEFUL_WEIGHTINGS:
+        return weighting(cfg.weighting, **cfg.weighting_options)
+    w = stateful_weighting(cfg.weighting, **cfg.weighting_options)
+    why = None
+    if w.needs_losses:
+        why = ("it needs the per-language losses of every step and the DDP communication hooks see only gradients; "
+               "run it single-process")
+    elif world < n_languages:
+        why = (f"its state is per language pair and with {world} ranks < {n_languages} languages the languages "
+               f"rotate over steps; use N >= K ranks")
+    elif cfg.granularity == "module":
+        why = "a module split over two DDP buckets would update its state twice per step; use ddp_bucket or tensor"
+    if why:
+        raise ValueError(f"method/weighting {cfg.weighting!r} cannot run under DDP: {why}")
+    return w
+
+
 def decay_parameter_names(model: torch.nn.Module) -> set[str]:
     norm_types = (torch.nn.LayerNorm,)
     out = set()
@@ -107,9 +133,7 @@ class DistEngine:
         self.comm = Comm(group, self.counter)
         weighting = None
         if cfg.weighting != "mean" or cfg.weighting_options or cfg.normalize != "none" or cfg.output_scale != "raw":
-            from harness.moo import weighting as make_weighting
-
-            weighting = make_weighting(cfg.weighting, **cfg.weighting_options)
+            weighting = engine_weighting(cfg, self.world, n_languages)
         self.state = HookState(comm=self.comm, hook=cfg.hook if cfg.hook != "ddp" else "mean", weighting=weighting,
                                seed=cfg.seed, normalize=cfg.normalize, output_scale=cfg.output_scale, names={id(p): n for n, p in model.named_parameters()},
                                granularity=cfg.granularity, index=nested_index(model, cfg.granularity))
@@ -123,13 +147,17 @@ class DistEngine:
 
     # -- checkpoint state ----------------------------------------------------------------------------------------
     def state_dict(self, step: int) -> dict[str, Any]:
+        """Model, optimizer, schedule, step, and the weighting's per-block states (stateful weightings)."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "step": step, "skipped_steps": self.skipped_steps}
+                "scheduler": self.scheduler.state_dict(), "step": step, "skipped_steps": self.skipped_steps,
+                "weighting": self.state.rule.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> int:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if "weighting" in state:
+            self.state.rule.load_state_dict(state["weighting"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
         return int(state["step"])
 

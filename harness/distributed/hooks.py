@@ -27,7 +27,10 @@ PowerSGD hook does). PCGrad's projection order comes from `harness.seeding.gener
 single-process whole-vector combiner), identical on every rank. Collectives are synchronous inside the hook; the block
 layout is host-side metadata and the weightings are pure tensor code, so the solve adds no host synchronisation
 (except `normalize: l2`, whose zero-gradient test picks the languages to solve over: one sync per block). The hook
-returns a completed future. Replicas stay bit-identical because every rank ends with the same all-gathered /
+returns a completed future. A stateful weighting (GradVac) keeps its per-block states in `HookState.rule`, updated
+identically on every rank (same Gram, same generator) and saved in the engine's state dict; one that needs the
+per-language losses (FAMO) is refused by `harness.distributed.engine.engine_weighting`: the hooks see only gradients.
+Replicas stay bit-identical because every rank ends with the same all-gathered /
 all-reduced values.
 """
 

@@ -17,7 +17,14 @@ import torch
 from harness.buckets import Bucket, bucket_plan, flatten_by_plan, unflatten_by_plan
 from harness.config import TrainConfig
 from harness.distributed.assignment import assign
-from harness.distributed.engine import BatchFn, EngineConfig, LossFn, build_optimizer, build_scheduler
+from harness.distributed.engine import (
+    BatchFn,
+    EngineConfig,
+    LossFn,
+    build_optimizer,
+    build_scheduler,
+    engine_weighting,
+)
 from harness.distributed.hooks import (
     BUCKET_HOOKS,
     GLOBAL_HOOKS,
@@ -26,7 +33,7 @@ from harness.distributed.hooks import (
     check_granularity,
 )
 from harness.moo.blocks import Block, BlockRule, bucket_blocks, nested_index, solve_blocks
-from harness.moo.weightings import combine, gram, weighting
+from harness.moo.weightings import combine, gram
 
 
 def ddp_plan(model: torch.nn.Module, cfg: EngineConfig, batch_fn: BatchFn, loss_fn: LossFn, world: int,
@@ -74,7 +81,7 @@ def simulate(model: torch.nn.Module, cfg: EngineConfig, train: TrainConfig, worl
     shapes = {n: p.shape for n, p in named}
     params = [p for _, p in named]
     layouts = bucket_layouts(model, plan, cfg.granularity)
-    rule = BlockRule(weighting(cfg.weighting, **cfg.weighting_options), cfg.normalize, cfg.output_scale, cfg.seed)
+    rule = BlockRule(engine_weighting(cfg, world, n_languages), cfg.normalize, cfg.output_scale, cfg.seed)
     optimizer = build_optimizer(model, train)
     scheduler = build_scheduler(optimizer, train)
     for step in range(steps):

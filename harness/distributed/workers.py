@@ -69,7 +69,7 @@ RUN_DEFAULTS: dict[str, Any] = {"steps": 3, "languages": 2, "weighting": "mgda",
                                 "normalize": "none", "output_scale": "raw", "granularity": "ddp_bucket",
                                 "bucket_cap_mb": 0.02, "warmup_steps": 1, "grad_accum": 1, "seed": 0, "seq_len": 12,
                                 "per_rank": 2, "data_seed": 0, "lr": 1e-2, "schedule": "constant", "max_grad_norm": 1.0,
-                                "model": {}}
+                                "model": {}, "resume_at": None}
 
 
 def run_spec(run: dict[str, Any]) -> dict[str, Any]:
@@ -97,7 +97,8 @@ def engine_parts(run: dict[str, Any]):
 def hook_worker(rank: int, world: int, out_dir: str, runs: list[dict[str, Any]]) -> None:
     """Train the micro model once per run (each a dict: name, hook, languages, weighting, ...); after EVERY step check
     (all-gather) that all replicas hold bit-identical parameters; rank 0 writes `<name>.pt` (final parameters, per-step
-    metrics, the buckets DDP handed to the hook, collective support)."""
+    metrics, the buckets DDP handed to the hook, collective support). ``resume_at``: before that step, rebuild the
+    model and engine and restore them from ``engine.state_dict`` (what a checkpoint resume does)."""
     from harness.distributed.engine import DistEngine, token_mean_loss
 
     out = Path(out_dir)
@@ -106,6 +107,11 @@ def hook_worker(rank: int, world: int, out_dir: str, runs: list[dict[str, Any]])
         engine = DistEngine(model, cfg, train, run_spec(run)["languages"], batch_fn, token_mean_loss)
         rows, identical = [], []
         for step in range(train.steps):
+            if step == run_spec(run)["resume_at"]:  # a fresh engine restored from the state dict (checkpoint resume)
+                saved = engine.state_dict(step)
+                model, cfg, train, batch_fn = engine_parts(run)
+                engine = DistEngine(model, cfg, train, run_spec(run)["languages"], batch_fn, token_mean_loss)
+                engine.load_state_dict(saved)
             rows.append(engine.step(step))
             flat = flat_params(model)
             gathered = torch.empty(world * flat.numel())

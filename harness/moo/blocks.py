@@ -10,6 +10,11 @@ A *block* is a set of coordinates of a flat gradient. For every block b, with ``
    ``harness.seeding.generator(seed, "pcgrad", step, b.index)``, the same on every rank;
 3. ``d[b] = Σ_k c_bk rows_k[b]`` (:func:`block_directions`).
 
+A stateful weighting (GradVac, FAMO; :class:`~harness.moo.weightings.StatefulWeighting`) keeps one state per block
+index inside the rule, sees the K per-language losses of the step when it ``needs_losses``, and is checkpointed through
+``BlockRule.state_dict`` / ``load_state_dict`` (the single-process combiner's ``polymoo_weighting_state.pt`` beside
+the HF checkpoint; the DDP engine's ``state.pt``).
+
 Three callers run this loop: the single-process combiner (:mod:`harness.moo.combiners`, rows = the K×P flat
 gradients), the DDP communication hooks (:mod:`harness.distributed.hooks`, rows = one bucket's language rows or this
 rank's slice of them) and the simulation of those hooks (:mod:`harness.distributed.simulate`).
@@ -34,14 +39,22 @@ DDP run equals the single-process run at the same granularity exactly when no mo
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal, get_args
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
 from harness.buckets import Bucket, ddp_bucket_plan, trainable_parameters
-from harness.moo.weightings import Weighting, combine, gram
+from harness.moo.weightings import (
+    StatefulWeighting,
+    Weighting,
+    WeightingState,
+    combine,
+    gram,
+    load_state_dict,
+    state_dict,
+)
 from harness.seeding import generator
 
 Granularity = Literal["whole", "ddp_bucket", "module", "tensor"]
@@ -223,7 +236,7 @@ def block_grams(rows: Tensor, blocks: Sequence[Block], chunk: int = GRAM_CHUNK) 
 
 def block_coefficients(g: Tensor, fn: Weighting, normalize: str = "none", output_scale: str = "raw",
                        gen: torch.Generator | None = None) -> Tensor:
-    """Coefficients on the raw gradients of one block, from its Gram ``g``.
+    """Coefficients on the raw gradients of one block, from its Gram ``g`` (a stateless weighting ``fn``).
 
     ``normalize="l2"``: the weighting sees ``G_ij/(‖g_i‖‖g_j‖)`` and its coefficients are divided by ``‖g_i‖``; a
     language whose gradient is exactly zero on the block is left out (coefficient 0) — the one data-dependent shape,
@@ -243,7 +256,12 @@ def block_coefficients(g: Tensor, fn: Weighting, normalize: str = "none", output
             c[idx] = fn(sub, generator=gen).to(torch.float64) / n
     else:
         c = fn(g, generator=gen).to(torch.float64)
+    return _finish(g, c, output_scale)
+
+
+def _finish(g: Tensor, c: Tensor, output_scale: str) -> Tensor:
     if output_scale == "mean_norm":
+        k = g.shape[0]
         mean_w = torch.full((k,), 1.0 / k, dtype=torch.float64, device=g.device)
         target = torch.sqrt((mean_w @ g @ mean_w).clamp_min(0.0))
         current = torch.sqrt((c @ g @ c).clamp_min(0.0))
@@ -251,27 +269,90 @@ def block_coefficients(g: Tensor, fn: Weighting, normalize: str = "none", output
     return torch.nan_to_num(c, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-@dataclass(frozen=True)
+def stateful_block_coefficients(g: Tensor, fn: StatefulWeighting, losses: Tensor | None, state: WeightingState,
+                                normalize: str = "none", output_scale: str = "raw",
+                                gen: torch.Generator | None = None) -> tuple[Tensor, WeightingState]:
+    """:func:`block_coefficients` for a stateful weighting: ``(coefficients, new state)``.
+
+    The state is K-sized, so ``normalize="l2"`` keeps every language: a zero gradient stays a zero row of the
+    normalised Gram (and gets coefficient 0) instead of being left out; no host synchronisation.
+    """
+    g = g.to(torch.float64)
+    if normalize == "l2":
+        norms = torch.sqrt(torch.diagonal(g).clamp_min(0.0))
+        safe = torch.where(norms > 0, norms, torch.ones_like(norms))
+        c, new = fn(g / (safe[:, None] * safe[None, :]), losses, state, generator=gen)
+        c = torch.where(norms > 0, c.to(torch.float64) / safe, torch.zeros_like(safe))
+    else:
+        c, new = fn(g, losses, state, generator=gen)
+    return _finish(g, c.to(torch.float64), output_scale), new
+
+
+@dataclass
 class BlockRule:
     """How every block turns its Gram into coefficients: the weighting, normalisation, output scale and PCGrad seed.
 
     ``seeded=False`` skips building the ``(seed, "pcgrad", step, block)`` generator for weightings that never draw
-    from it (only PCGrad does); the coefficients are the same either way.
+    from it (PCGrad and GradVac do); the coefficients are the same either way.
+
+    A stateful weighting (:class:`~harness.moo.weightings.StatefulWeighting`) keeps one state per block index in
+    ``states``, created by ``init_state(K)`` at the block's first solve; ``losses`` (the K per-language losses of the
+    step) are required when it ``needs_losses``. :meth:`state_dict` / :meth:`load_state_dict` checkpoint the states.
     """
 
-    fn: Weighting
+    fn: Weighting | StatefulWeighting
     normalize: str = "none"
     output_scale: str = "raw"
     seed: int = 0
     seeded: bool = True
+    states: dict[int, WeightingState] = field(default_factory=dict, compare=False, repr=False)
 
-    def __call__(self, gram: Tensor, step: int, index: int) -> Tensor:
+    @property
+    def stateful(self) -> bool:
+        return isinstance(self.fn, StatefulWeighting)
+
+    def __call__(self, gram: Tensor, step: int, index: int, losses: Tensor | None = None) -> Tensor:
         gen = generator(self.seed, "pcgrad", step, index) if self.seeded else None
-        return block_coefficients(gram, self.fn, self.normalize, self.output_scale, gen)
+        if not self.stateful:
+            return block_coefficients(gram, self.fn, self.normalize, self.output_scale, gen)  # type: ignore[arg-type]
+        fn: StatefulWeighting = self.fn  # type: ignore[assignment]
+        if fn.needs_losses and losses is None:
+            raise ValueError(f"weighting {fn!r} needs the per-language losses of the step; none were given")
+        state = self.states.get(index)
+        if state is None:
+            state = fn.init_state(gram.shape[0])
+        c, self.states[index] = stateful_block_coefficients(gram, fn, losses, state, self.normalize,
+                                                            self.output_scale, gen)
+        return c
 
-    def coefficients(self, grams: Sequence[Tensor] | Tensor, step: int, blocks: Sequence[Block]) -> list[Tensor]:
+    def coefficients(self, grams: Sequence[Tensor] | Tensor, step: int, blocks: Sequence[Block],
+                     losses: Tensor | None = None) -> list[Tensor]:
         """One coefficient vector per block (``grams``: a list, or a stacked ``(M, K, K)`` tensor)."""
-        return [self(g, step, b.index) for b, g in zip(blocks, grams, strict=True)]
+        return [self(g, step, b.index, losses) for b, g in zip(blocks, grams, strict=True)]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The weighting's per-block states (CPU float64 copies; ``torch.load(weights_only=True)`` reads them)."""
+        return {"blocks": {str(i): state_dict(s) for i, s in sorted(self.states.items())}}
+
+    def load_state_dict(self, saved: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output; each block's state is checked against ``init_state(K)``."""
+        if not self.stateful:
+            return
+        fn: StatefulWeighting = self.fn  # type: ignore[assignment]
+        out = {}
+        for key, state in dict(saved.get("blocks", {})).items():
+            k = _state_k(fn, state)
+            out[int(key)] = load_state_dict(fn, k, state)
+        self.states = out
+
+
+def _state_k(fn: StatefulWeighting, state: Mapping[str, Any]) -> int:
+    """K of a saved state: the leading size of its first tensor of rank ≥ 1 in ``init_state``'s layout."""
+    template = fn.init_state(1)
+    for key, ref in template.items():
+        if ref.ndim >= 1 and key in state:
+            return int(torch.as_tensor(state[key]).shape[0])
+    raise ValueError(f"cannot tell K from the saved state of {fn!r} (keys {sorted(state)})")
 
 
 def block_directions(rows: Tensor, blocks: Sequence[Block], coeffs: Sequence[Tensor]) -> Tensor:
@@ -286,6 +367,7 @@ def block_directions(rows: Tensor, blocks: Sequence[Block], coeffs: Sequence[Ten
     return out
 
 
-def solve_blocks(rows: Tensor, blocks: Sequence[Block], rule: BlockRule, step: int, chunk: int = GRAM_CHUNK) -> Tensor:
+def solve_blocks(rows: Tensor, blocks: Sequence[Block], rule: BlockRule, step: int, chunk: int = GRAM_CHUNK,
+                 losses: Tensor | None = None) -> Tensor:
     """Grams -> coefficients -> direction of ``rows`` over ``blocks`` (the allgather hook and its simulation)."""
-    return block_directions(rows, blocks, rule.coefficients(block_grams(rows, blocks, chunk), step, blocks))
+    return block_directions(rows, blocks, rule.coefficients(block_grams(rows, blocks, chunk), step, blocks, losses))

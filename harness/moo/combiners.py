@@ -19,7 +19,11 @@ Options (:class:`CombinerSpec`):
 * ``output_scale``: ``raw`` | ``mean_norm``. ``mean_norm`` rescales each block's direction to the norm of the mean
   gradient of that block, ``‖d_b‖ = ‖(1/K) Σ_k g_k[b]‖`` (nothing is rescaled when ``d_b = 0``).
 
-Randomness: PCGrad's projection order comes from ``harness.seeding.generator(seed, "pcgrad", step, block index)``
+Stateful weightings (``gradvac``, ``famo``): the rule keeps one state per block; the trainer passes the K per-language
+mean losses of the step as ``losses=`` (combiners without that parameter are called without it) and saves
+``state_dict()`` beside each checkpoint (``harness.train.sft.WeightingStateCallback``), restored on resume.
+
+Randomness: PCGrad's (and GradVac's) visiting order comes from ``harness.seeding.generator(seed, "pcgrad", step, block index)``
 (the whole vector is block 0), so it is identical on every rank and never touches the global RNG.
 
 The ``ddp_bucket`` layout is DDP's rebuilt one (:func:`harness.buckets.bucket_plan`) with the gradient-ready order
@@ -33,6 +37,7 @@ zero-gradient test of ``normalize="l2"``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -60,13 +65,24 @@ from harness.moo.diagnostics import Diagnostics
 from harness.moo.options import DiagnosticsOptions
 from harness.moo.options import WholeVectorOptions as WholeVectorOptions  # re-exported: defined without torch
 from harness.moo.options import whole_vector_factory as whole_vector_factory
-from harness.moo.weightings import Weighting, weighting
+from harness.moo.weightings import (
+    STATEFUL_WEIGHTINGS,
+    WEIGHTINGS,
+    StatefulWeighting,
+    Weighting,
+    available_weightings,
+    stateful_weighting,
+    weighting,
+)
 
 if TYPE_CHECKING:
     from harness.method import RunContext
 
 SOLVER_OPTIONS = {"mean": (), "mgda": (), "pcgrad": ("reduction",), "cagrad": ("c", "rescale"),
-                  "upgrad": ("norm_eps", "reg_eps"), "imtl_g": ()}
+                  "upgrad": ("norm_eps", "reg_eps"), "imtl_g": (), "aligned_mtl": ("scale_mode",),
+                  "gradvac": ("beta",), "famo": ("lr", "weight_decay")}
+SEEDED_SOLVERS = ("pcgrad", "gradvac")
+"""The weightings that draw from the ``(seed, "pcgrad", step, block)`` generator (their visiting orders)."""
 
 
 @dataclass
@@ -80,7 +96,8 @@ class CombineResult:
 class GradientCombiner(Protocol):
     """Per-language flat gradients (K×P, rows in `languages` order) -> one update direction (the trainer's contract)."""
 
-    def __call__(self, grads: Tensor, languages: list[str], step: int) -> CombineResult: ...
+    def __call__(self, grads: Tensor, languages: list[str], step: int,
+                 losses: Tensor | None = None) -> CombineResult: ...
 
 
 @dataclass(frozen=True)
@@ -92,23 +109,31 @@ class CombinerSpec:
     normalize: Normalize = "none"
     output_scale: OutputScale = "raw"
 
-    def build(self) -> Weighting:
+    def build(self) -> Weighting | StatefulWeighting:
         if self.normalize not in ("none", "l2"):
             raise ValueError(f"normalize must be none|l2, got {self.normalize!r}")
         if self.output_scale not in ("raw", "mean_norm"):
             raise ValueError(f"output_scale must be raw|mean_norm, got {self.output_scale!r}")
+        if self.solver in STATEFUL_WEIGHTINGS:
+            return stateful_weighting(self.solver, **self.solver_options)
         return weighting(self.solver, **self.solver_options)
 
     def rule(self, seed: int) -> BlockRule:
-        # only PCGrad draws from the (seed, step, block) generator: skip building it for the others
-        return BlockRule(self.build(), self.normalize, self.output_scale, seed, seeded=self.solver == "pcgrad")
+        # only PCGrad / GradVac draw from the (seed, step, block) generator: skip building it for the others
+        return BlockRule(self.build(), self.normalize, self.output_scale, seed, seeded=self.solver in SEEDED_SOLVERS)
 
 
 def solver_spec(solver: str, options: Any, normalize: str, output_scale: str) -> CombinerSpec:
-    """A :class:`CombinerSpec` taking the solver's own options (``reduction``, ``c``, ``rescale``) from ``options``."""
-    if solver not in SOLVER_OPTIONS:
-        raise ValueError(f"unknown solver {solver!r}; allowed: {sorted(SOLVER_OPTIONS)}")
-    keys = [k for k in SOLVER_OPTIONS[solver] if hasattr(options, k)]
+    """A :class:`CombinerSpec` taking the solver's own options (``reduction``, ``c``, ``rescale``, ...) from
+    ``options``: the keys of :data:`SOLVER_OPTIONS`, or for a weighting registered elsewhere (a method module's own)
+    the parameters of its factory."""
+    if solver in SOLVER_OPTIONS:
+        names: Sequence[str] = SOLVER_OPTIONS[solver]
+    elif solver in WEIGHTINGS or solver in STATEFUL_WEIGHTINGS:
+        names = list(inspect.signature({**WEIGHTINGS, **STATEFUL_WEIGHTINGS}[solver]).parameters)
+    else:
+        raise ValueError(f"unknown solver {solver!r}; allowed: {available_weightings(include_stateful=True)}")
+    keys = [k for k in names if hasattr(options, k)]
     return CombinerSpec(solver, {k: getattr(options, k) for k in keys}, normalize, output_scale)  # type: ignore[arg-type]
 
 
@@ -140,7 +165,9 @@ class GramCombiner:
         self.weighting_name, self.weighting_options = spec.solver, dict(spec.solver_options)
         self.normalize, self.output_scale = spec.normalize, spec.output_scale
 
-    def __call__(self, grads: Tensor, languages: list[str], step: int) -> CombineResult:
+    def __call__(self, grads: Tensor, languages: list[str], step: int,
+                 losses: Tensor | None = None) -> CombineResult:
+        """``losses``: the K per-language mean losses of the step (rows of ``grads``), for loss-based weightings."""
         on_cpu = grads.device.type == "cpu"
         with small_ops(on_cpu):
             if self.diag_blocks is not None:  # whole vector: its Gram is the sum of the diagnostic buckets' Grams
@@ -148,7 +175,7 @@ class GramCombiner:
                 grams = [torch.stack(diag_grams).sum(0)]
             else:
                 grams = diag_grams = block_grams(grads, self.blocks)
-            coeffs = self.rule.coefficients(grams, step, self.blocks)
+            coeffs = self.rule.coefficients(grams, step, self.blocks, losses)
         direction = block_directions(grads, self.blocks, coeffs)
         metrics: dict[str, float] = {}
         if self.diagnostics is not None and self.diagnostics.due(step):
@@ -158,6 +185,19 @@ class GramCombiner:
             with small_ops(on_cpu):
                 metrics = self.diagnostics.observe(step, languages, diag_grams, diag_coeffs, global_gram, dir_norm)
         return CombineResult(direction=direction, metrics=metrics)
+
+    @property
+    def needs_losses(self) -> bool:
+        return self.rule.stateful and bool(getattr(self.rule.fn, "needs_losses", False))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The weighting's per-block states (empty for a stateless weighting): checkpointed beside the trainer's."""
+        return {"weighting": self.spec.solver, **self.rule.state_dict()}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        if saved.get("weighting", self.spec.solver) != self.spec.solver:
+            raise ValueError(f"checkpointed weighting state is for {saved['weighting']!r}, not {self.spec.solver!r}")
+        self.rule.load_state_dict(saved)
 
 
 @contextmanager

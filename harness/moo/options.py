@@ -57,12 +57,22 @@ class WholeVectorOptions:
     diagnostics: DiagnosticsOptions = option(DiagnosticsOptions(), "harness", "moo/* metrics and artifacts")
 
 
-def whole_vector_factory(solver: str) -> Any:
-    """`make_combiner` of a full-gradient baseline: `solver` on the whole trainable vector."""
+def whole_vector_factory(solver: str, weighting: Any = None, *, stateful: bool = False) -> Any:
+    """`make_combiner` of a full-gradient baseline: the weighting `solver` on the whole trainable vector.
+
+    ``weighting``: a factory (options as keyword arguments) for a weighting the method module defines itself; it is
+    registered under ``solver`` (``stateful=True`` for a :class:`~harness.moo.weightings.StatefulWeighting`) when the
+    combiner is built, i.e. when torch is imported anyway, so the method stays one torch-free file. The solver's own
+    options are the fields of ``options`` named like the factory's parameters.
+    """
 
     def make(options: WholeVectorOptions, run: RunContext) -> GramCombiner:
         from harness.moo.combiners import solver_spec, whole_combiner
 
+        if weighting is not None:
+            from harness.moo.weightings import register_weighting
+
+            register_weighting(solver, weighting, stateful=stateful)
         spec = solver_spec(solver, options, options.normalize, options.output_scale)
         return whole_combiner(run, spec, options.diagnostics, options.hook)
 

@@ -11,9 +11,11 @@ A step whose gradients are not finite is skipped (no optimizer update), counted 
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -109,7 +111,7 @@ class PolymooTrainer(Trainer):
         if not torch.isfinite(stacked).all():
             direction = torch.full_like(stacked[0], float("nan"))  # skipped below, never combined
         else:
-            result = self.combiner(stacked, names, self.state.global_step)
+            result = self._combine(stacked, names, torch.stack([losses[i] for i in present]))
             direction = result.direction
             self.step_log.update(result.metrics)
         offset = 0
@@ -119,6 +121,12 @@ class PolymooTrainer(Trainer):
             p.grad = update.clone() if p.grad is None else p.grad + update
             offset += n
         return torch.stack(list(losses.values())).mean()
+
+    def _combine(self, stacked: torch.Tensor, names: list[str], losses: torch.Tensor) -> Any:
+        """The combiner on the K flat gradients; the K per-language mean losses go along when it takes them."""
+        if _takes_losses(self.combiner):
+            return self.combiner(stacked, names, self.state.global_step, losses=losses)
+        return self.combiner(stacked, names, self.state.global_step)
 
     def _guard_non_finite(self, model) -> None:
         """Non-finite gradients: zero them and skip the optimizer update (weights are never corrupted)."""
@@ -142,6 +150,42 @@ class PolymooTrainer(Trainer):
 
         optimizer.step = guarded_step
         return optimizer
+
+
+def _takes_losses(combiner: Any) -> bool:
+    """Whether ``combiner`` accepts ``losses=`` (combiners written before it existed are called without it)."""
+    try:
+        params = inspect.signature(combiner).parameters
+    except (TypeError, ValueError):
+        return False
+    return "losses" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+WEIGHTING_STATE_FILE = "polymoo_weighting_state.pt"
+"""Beside each HF checkpoint: the combiner's weighting state (``GramCombiner.state_dict``), restored on resume."""
+
+
+class WeightingStateCallback(TrainerCallback):
+    """Saves the combiner's weighting state into every checkpoint folder (stateful weightings: GradVac, FAMO)."""
+
+    def __init__(self, combiner: Any):
+        self.combiner = combiner
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            torch.save(self.combiner.state_dict(), folder / WEIGHTING_STATE_FILE)
+
+
+def load_weighting_state(combiner: Any, checkpoint: str | None) -> None:
+    """Restore the weighting state saved beside ``checkpoint``; a stateful combiner refuses a checkpoint without it."""
+    if checkpoint is None or not hasattr(combiner, "load_state_dict"):
+        return
+    path = Path(checkpoint) / WEIGHTING_STATE_FILE
+    if path.exists():
+        combiner.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    elif getattr(getattr(combiner, "rule", None), "stateful", False):
+        raise FileNotFoundError(f"resuming a stateful weighting from {checkpoint}, which has no {WEIGHTING_STATE_FILE}")
 
 
 class StepLogger(TrainerCallback):
@@ -208,13 +252,17 @@ def train_sft(run: RunContext, combiner: GradientCombiner | None = None,
     dataset = TokenizedLanguages(run.tokenizer, {lang: run.data.train[lang] for lang in seen}, t.max_seq_len)
     holder: dict[str, PolymooTrainer] = {}
     logger = StepLogger(run, lambda: holder["trainer"], t.log_every)
+    callbacks: list[TrainerCallback] = [logger, *(extra_callbacks or [])]
+    if hasattr(combiner, "state_dict"):
+        callbacks.append(WeightingStateCallback(combiner))
     trainer = PolymooTrainer(
         model=run.model, args=training_arguments(run), train_dataset=dataset,
         data_collator=collate(run.tokenizer.pad_token_id), languages=seen, per_language=t.batch_size_per_language,
-        data_seed=run.seed, combiner=combiner, callbacks=[logger, *(extra_callbacks or [])],
+        data_seed=run.seed, combiner=combiner, callbacks=callbacks,
     )
     holder["trainer"] = trainer
     checkpoint = last_checkpoint(run) if run.resume else None
+    load_weighting_state(combiner, checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
     summary = {**logger.summary(), "train/skipped_steps": float(trainer.skipped_steps),
                "train/final_loss": trainer.step_log.get("train/loss", float("nan"))}

@@ -40,6 +40,11 @@ def test_run_logs_everything_a_researcher_needs(tmp_store, make_suite):
         assert key in tags
     assert params["train.steps"] == "4" and params["languages.seen"] == "['en', 'fr', 'de']"
     assert params["version.torch"] and params["run.data_fingerprint"]
+    assert params["run.tokenizer_fingerprint"] and params["run.initial_weights_fingerprint"]
+    assert not [k for k in params if k.startswith("methods")], "a run logs its own method, not the suite's list"
+    experiment = c.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # not MLflow's GenAI view
+    assert experiment.tags["mlflow.note.content"]
     for lang in ("en", "fr", "de"):
         assert [s for s, _ in _history(c, result.run_id, f"train/loss/{lang}")] == [1, 2, 3, 4]
         assert f"eval/acc/{lang}" in metrics
@@ -133,3 +138,37 @@ def test_fresh_run_keeps_earlier_run_files(tmp_store, make_suite):
     run_dir = run_dir_for(suite, "llama", suite.methods[0], 0)
     assert len([p for p in run_dir.parent.iterdir() if p.name.startswith("seed0")]) == 2
     assert experiment_name(suite) == "polymoo/test"
+
+
+def test_an_unwritable_run_folder_leaves_no_running_mlflow_run(tmp_store, make_suite, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from harness.runner import run_one
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the run folder should go")
+    suite = make_suite(output_dir=str(blocker / "runs"))
+    with pytest.raises(OSError):
+        run_one(suite, "llama", suite.methods[0], 0)
+    c = MlflowClient(tmp_store)
+    experiment = c.get_experiment_by_name("polymoo/test")
+    runs = c.search_runs([experiment.experiment_id]) if experiment else []
+    assert [r.info.status for r in runs if r.info.status == "RUNNING"] == []
+
+
+def test_resume_with_changed_settings_is_refused_naming_them(tmp_store, make_suite, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from harness.faults import FAIL_ENV
+    from harness.runner import run_dir_for, run_one
+
+    suite = make_suite(train={"steps": 4, "save_every": 2})
+    with monkeypatch.context() as faults:
+        faults.setenv(FAIL_ENV, "2")
+        with pytest.raises(RuntimeError):
+            run_one(suite, "llama", suite.methods[0], 0)
+    changed = make_suite(train={"steps": 4, "save_every": 2, "lr": 5.0e-4})
+    with pytest.raises(ValueError, match=r"the suite changed since MLflow run .* \(train.lr: 0.001 -> 0.0005\)"):
+        run_one(changed, "llama", changed.methods[0], 0, resume=True)
+    run_id = (run_dir_for(suite, "llama", suite.methods[0], 0) / "mlflow_run_id").read_text()
+    assert MlflowClient(tmp_store).get_run(run_id).info.status == "FAILED", "the refused resume left the run as it was"

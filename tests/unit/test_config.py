@@ -110,3 +110,39 @@ def test_cli_rejects_bad_suite_before_training(tmp_path, capsys, monkeypatch):
     code = main(["run", str(write(tmp_path, data))])
     assert code == 2
     assert "methods[0].name: unknown method 'nosuch'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("mutate", "expected"), [
+    (lambda d: d["train"].__setitem__("lr", float("nan")), "train.lr: expected a finite number, got nan"),
+    (lambda d: d["train"].__setitem__("lr", float("inf")), "train.lr: expected a finite number, got inf"),
+    (lambda d: d.__setitem__("seeds", [0, 1, 0]), "seeds: listed twice: 0"),
+    (lambda d: d.__setitem__("models", ["llama", "llama"]), "models: listed twice: llama"),
+    (lambda d: d["languages"].__setitem__("unseen", ["nl", "nl"]), "languages.unseen: duplicate languages: nl"),
+    (lambda d: d["suite"].__setitem__("name", "../../escape"), "suite.name: '../../escape' becomes a folder name"),
+    (lambda d: d["methods"][0].__setitem__("label", "a/b"), "methods[0].label: 'a/b' becomes a folder name"),
+])
+def test_silently_wrong_inputs_are_refused(tmp_path, mutate, expected):
+    data = yaml.safe_load(yaml.safe_dump(BASE_SUITE))
+    mutate(data)
+    assert expected in errors_of(write(tmp_path, data))
+
+
+def test_a_duplicate_yaml_key_is_refused_with_its_lines(tmp_path):
+    text = yaml.safe_dump(BASE_SUITE) + "seeds: [1]\n"
+    message = errors_of(write(tmp_path, text))
+    assert "duplicate key 'seeds'" in message and "suite.yaml" in message
+
+
+def test_a_suite_that_includes_itself_is_refused(tmp_path):
+    path = write(tmp_path, "include: suite.yaml\n" + yaml.safe_dump(BASE_SUITE))
+    assert "include: the suite includes itself" in errors_of(path)
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("train.steps=[", "--set train.steps=[: the value is not valid YAML"),
+    ("models.0.x=1", "--set models.0.x=1: models.0 is 'llama', not a mapping or a list, so it has no 'x'"),
+    ("methods.5.name=mgda", "--set methods.5.name=mgda: methods.5: no item '5' in a list of 1"),
+    ("steps", "--set 'steps': expected key.path=value"),
+])
+def test_bad_overrides_are_refused_with_a_message(tmp_path, override, expected):
+    assert expected in errors_of(write(tmp_path, BASE_SUITE), [override])
