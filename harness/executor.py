@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 
 from harness.method import RunContext, TrainOutcome
+from harness.moo.options import BUCKET_HOOKS, GLOBAL_HOOKS, GradientPlan
 
 if TYPE_CHECKING:
     from harness.method import ExecutedMethod
@@ -24,6 +25,32 @@ def choose_engine(run: RunContext) -> Engine:
     return "ddp" if run.dist.world_size > 1 else "single"
 
 
+def gradient_plan(combiner: Any) -> GradientPlan:
+    """The plain-data plan of a gradient method's combiner: None (joint SFT) -> the mean plan."""
+    if combiner is None:
+        return GradientPlan()
+    plan = getattr(combiner, "plan", None)
+    if not isinstance(plan, GradientPlan):
+        raise TypeError(f"combiner {combiner!r} cannot run distributed: give it a `plan` "
+                        "(harness.moo.options.GradientPlan: weighting, scope, granularity, bucket cap, hook)")
+    return plan
+
+
+def resolve_hook(plan: GradientPlan, suite_hook: str) -> str:
+    """The DDP hook of a run, decided here only: `mean` for joint SFT; the method's own `hook` option when it set one;
+    else the suite's `distributed.hook` when it implements the method's scope; else that scope's default."""
+    if plan.scope == "mean":
+        return "mean"
+    allowed = {"bucket": BUCKET_HOOKS, "global": GLOBAL_HOOKS}.get(plan.scope)
+    if allowed is None:
+        raise ValueError(f"unknown scope {plan.scope!r}; expected 'mean', 'bucket' or 'global'")
+    if plan.hook is not None:
+        if plan.hook not in allowed and plan.hook != "mean":
+            raise ValueError(f"hook {plan.hook!r} does not implement scope {plan.scope!r}; use one of {allowed}")
+        return plan.hook
+    return suite_hook if suite_hook in allowed else {"bucket": "sharded", "global": "full"}[plan.scope]
+
+
 def execute(method: ExecutedMethod, run: RunContext, options: Any) -> TrainOutcome:
     if method.kind == "preference":
         from harness.preference.loop import SelfRewardingLoop
@@ -33,7 +60,8 @@ def execute(method: ExecutedMethod, run: RunContext, options: Any) -> TrainOutco
     if choose_engine(run) == "ddp":
         from harness.distributed import train_distributed
 
-        model, metrics = train_distributed(run, combiner)
+        plan = gradient_plan(combiner)
+        model, metrics = train_distributed(run, plan, resolve_hook(plan, run.suite.distributed.hook))
     else:
         from harness.train.sft import train_sft
 

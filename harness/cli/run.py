@@ -37,7 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
         from harness.distributed.launch import launch
 
-        return launch(args, nproc)
+        return launch(nproc)
     from harness.distributed.launch import current_dist
     from harness.runner import Terminated, describe_results, run_suite
 

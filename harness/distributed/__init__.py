@@ -1,8 +1,8 @@
 """Distributed execution: torchrun launch, process groups, language-per-rank assignment, DDP comm hooks.
 
 Public API:
-- `train_distributed(run, combiner)` — the suite path under torchrun (DDP + hook), see `harness.distributed.train`;
-- `DistSpec`, `dist_spec(combiner)`, `resolve_hook(spec, suite_hook)` — how a gradient method maps to a hook;
+- `train_distributed(run, plan, hook)` — the suite path under torchrun (DDP + hook), see `harness.distributed.train`;
+- which hook a gradient method gets is resolved once, by `harness.executor.resolve_hook(plan, suite_hook)`;
 - `HOOKS` (`mean`, `allgather`, `sharded`, `full`, `full_gather`), `HookState`, `comm_hook` — `harness.distributed.hooks`;
 - `assign(N, K, step)` — language-per-rank assignment (`harness.distributed.assignment`);
 - `DistEngine`, `EngineConfig` — the DDP training loop; `simulate` — its single-process twin;
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DistSpec", "HOOKS", "barrier", "dist_spec", "resolve_hook", "train_distributed"]
+__all__ = ["HOOKS", "barrier", "train_distributed"]
 
 HOOKS = ("mean", "allgather", "sharded", "full", "full_gather")
 
@@ -27,7 +27,7 @@ def barrier() -> None:
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("DistSpec", "dist_spec", "resolve_hook", "train_distributed"):
+    if name == "train_distributed":
         from harness.distributed import train
 
         return getattr(train, name)

@@ -58,11 +58,10 @@ from harness.moo.blocks import (
     restrict,
     solve_blocks,
 )
+from harness.moo.options import BUCKET_HOOKS, GLOBAL_HOOKS
 from harness.moo.weightings import combine, gram, weighting
 
 HOOKS = ("mean", "allgather", "sharded", "full", "full_gather")
-BUCKET_HOOKS = ("allgather", "sharded")
-GLOBAL_HOOKS = ("full", "full_gather")
 GLOBAL_KEY = 0  # generator key of the whole-vector solve: the single-process whole combiner's block index
 HOOK_GRAM_CHUNK = 1 << 22
 """Columns per float64 partial Gram inside the hooks: `weightings.gram`'s default, a few large matmuls per bucket (on a

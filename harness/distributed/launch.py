@@ -3,7 +3,6 @@ rank makes the run fail instead of hang."""
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import subprocess
@@ -35,7 +34,7 @@ def torchrun_command(argv: list[str], nproc: int) -> list[str]:
             "-m", "harness", *argv]
 
 
-def launch(args: argparse.Namespace, nproc: int) -> int:
+def launch(nproc: int) -> int:
     """Re-run this command under torchrun with `nproc` processes; the exit code is torchrun's."""
     argv = [a for a in sys.argv[1:] if not a.startswith("--nproc")]
     if "--nproc" in sys.argv[1:]:

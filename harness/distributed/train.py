@@ -1,11 +1,9 @@
-"""The suite path under torchrun: `train_distributed(run, combiner)` trains `run.model` with DDP and a comm hook.
+"""The suite path under torchrun: `train_distributed(run, plan, hook)` trains `run.model` with DDP and a comm hook.
 
-Selected by `harness.executor` when `run.dist.world_size > 1` (the suite's `distributed.nproc` or `--nproc`).
-What the combiner of a gradient method means here (`DistSpec`):
-- no combiner (joint SFT)  -> hook `mean` (language-balanced ranks, plain averaging);
-- scope `bucket`           -> `distributed.hook` if it is a bucket hook (`sharded`, `allgather`), else `sharded`;
-- scope `global`           -> `distributed.hook` if it is a full-gradient hook (`full`, `full_gather`), else `full`;
-a combiner (or its method options) may name its hook explicitly (`hook`).
+Selected by `harness.executor` when `run.dist.world_size > 1` (the suite's `distributed.nproc` or `--nproc`), which
+also hands over the method's plain-data `GradientPlan` and the hook it resolved (`harness.executor.resolve_hook`:
+joint SFT -> `mean`; scope `bucket` -> a bucket hook; scope `global` -> a full-gradient hook; a method's own `hook`
+option first).
 
 Rank 0 owns the MLflow run (per-step metrics, the assignment and DDP's bucket map as artifacts, the resolved hook and
 the collectives' support as params); the other ranks hold a NullTracker. Checkpoints every `train.save_every` steps
@@ -19,7 +17,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,63 +25,10 @@ import torch.distributed as dist
 
 from harness.distributed.assignment import assign, check_world, describe
 from harness.distributed.engine import DistEngine, EngineConfig
-from harness.distributed.hooks import BUCKET_HOOKS, GLOBAL_HOOKS
 from harness.faults import maybe_fail, maybe_kill
+from harness.moo.options import GradientPlan
 
 CHECKPOINT_PREFIX = "dist-step-"
-
-
-@dataclass(frozen=True)
-class DistSpec:
-    """How a gradient method runs distributed: its weighting, where it applies it, DDP's bucket cap."""
-
-    weighting: str = "mean"
-    weighting_options: dict[str, Any] = field(default_factory=dict)
-    scope: str = "mean"  # "mean" (joint SFT) | "bucket" (Bucket-Level MOO) | "global" (full-gradient baselines)
-    bucket_cap_mb: float = 25.0
-    hook: str | None = None  # explicit hook; None: resolved from the scope and the suite's distributed.hook
-    normalize: str = "none"  # harness.moo.combiners conventions
-    output_scale: str = "raw"
-    granularity: str = "ddp_bucket"  # harness.moo.blocks: blocks nested in each bucket (scope "bucket")
-
-
-def dist_spec(combiner: Any) -> DistSpec:
-    """DistSpec of a combiner: None -> mean; an object with `dist_spec` (a DistSpec or a dict), or with the attributes
-    `weighting_name` (or `weighting` as a str), `weighting_options`, `scope`, `bucket_cap_mb`, `hook`."""
-    if combiner is None:
-        return DistSpec()
-    spec = getattr(combiner, "dist_spec", None)
-    if callable(spec) and not isinstance(spec, DistSpec):
-        spec = spec()
-    if isinstance(spec, DistSpec):
-        return spec
-    if isinstance(spec, dict):
-        return DistSpec(**spec)
-    name = getattr(combiner, "weighting_name", None)
-    if name is None and isinstance(getattr(combiner, "weighting", None), str):
-        name = combiner.weighting
-    scope = getattr(combiner, "scope", None)
-    if name is None or scope is None:
-        raise TypeError(f"combiner {combiner!r} cannot run distributed: it must expose `dist_spec` "
-                        "(harness.distributed.DistSpec) or `weighting_name` and `scope` ('bucket' | 'global')")
-    cap = getattr(combiner, "bucket_cap_mb", None)
-    return DistSpec(weighting=name, weighting_options=dict(getattr(combiner, "weighting_options", None) or {}),
-                    scope=scope, bucket_cap_mb=25.0 if cap is None else float(cap), hook=getattr(combiner, "hook", None),
-                    normalize=getattr(combiner, "normalize", "none"), output_scale=getattr(combiner, "output_scale", "raw"),
-                    granularity=getattr(combiner, "granularity", "ddp_bucket"))
-
-
-def resolve_hook(spec: DistSpec, suite_hook: str) -> str:
-    if spec.scope == "mean":
-        return "mean"
-    allowed = {"bucket": BUCKET_HOOKS, "global": GLOBAL_HOOKS}.get(spec.scope)
-    if allowed is None:
-        raise ValueError(f"unknown scope {spec.scope!r}; expected 'mean', 'bucket' or 'global'")
-    if spec.hook is not None:
-        if spec.hook not in allowed and spec.hook != "mean":
-            raise ValueError(f"hook {spec.hook!r} does not implement scope {spec.scope!r}; use one of {allowed}")
-        return spec.hook
-    return suite_hook if suite_hook in allowed else {"bucket": "sharded", "global": "full"}[spec.scope]
 
 
 # -- checkpoints --------------------------------------------------------------------------------------------------
@@ -157,7 +101,7 @@ class _TermGuard:
 # -- the suite path -----------------------------------------------------------------------------------------------
 
 
-def _build_engine(run: Any, spec: DistSpec, hook: str, world: int, device: torch.device) -> DistEngine:
+def _build_engine(run: Any, spec: GradientPlan, hook: str, world: int, device: torch.device) -> DistEngine:
     """The DDP engine for the run: language-per-rank batches, token-mean loss, the hook and its weighting."""
     from harness.data.sft import TokenizedLanguages, collate
     from harness.distributed.data import make_batch_fn
@@ -179,7 +123,7 @@ def _build_engine(run: Any, spec: DistSpec, hook: str, world: int, device: torch
     return DistEngine(run.model.to(device), cfg, t, len(seen), batch_fn, loss_fn)
 
 
-def _log_start(run: Any, engine: DistEngine, spec: DistSpec, hook: str, world: int, start: int) -> None:
+def _log_start(run: Any, engine: DistEngine, spec: GradientPlan, hook: str, world: int, start: int) -> None:
     """Rank 0: what this distributed run is (hook, world, assignment), to the console and the MLflow run."""
     seen, tracker = list(run.suite.languages.seen), run.tracker
     assignment_info = describe(world, len(seen), seen, run.suite.train.steps)
@@ -224,10 +168,9 @@ def _train_steps(run: Any, engine: DistEngine, start: int, world: int, rank: int
     return rows
 
 
-def train_distributed(run: Any, combiner: Any = None) -> tuple[Any, dict[str, float]]:
-    """Train run.model on the seen languages across the torchrun world; returns (model, summary metrics)."""
-    spec = dist_spec(combiner)
-    hook = resolve_hook(spec, run.suite.distributed.hook)
+def train_distributed(run: Any, spec: GradientPlan, hook: str) -> tuple[Any, dict[str, float]]:
+    """Train run.model on the seen languages across the torchrun world with the method's plan and the hook the
+    executor resolved; returns (model, summary metrics)."""
     world, rank = dist.get_world_size(), dist.get_rank()
     check_world(world, len(run.suite.languages.seen))
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")

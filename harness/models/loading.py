@@ -15,7 +15,7 @@ from harness.models.tiny import build_tiny
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def model_path(name: str, scale: str, seed: int = 0, cache_dir: Path | None = None) -> str:
+def model_path(name: str, scale: str, cache_dir: Path | None = None) -> str:
     resolved = resolve_model(name, scale)
     if resolved.is_tiny:
         return str(build_tiny(resolved.source.removeprefix("tiny:"), seed=0, cache_dir=cache_dir))

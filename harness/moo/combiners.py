@@ -62,7 +62,7 @@ from harness.moo.blocks import (
 )
 from harness.moo.blocks import block_coefficients as block_coefficients
 from harness.moo.diagnostics import Diagnostics
-from harness.moo.options import DiagnosticsOptions
+from harness.moo.options import DiagnosticsOptions, GradientPlan
 from harness.moo.options import WholeVectorOptions as WholeVectorOptions  # re-exported: defined without torch
 from harness.moo.options import whole_vector_factory as whole_vector_factory
 from harness.moo.weightings import (
@@ -146,9 +146,9 @@ class GramCombiner:
     """``grads (K×P) -> CombineResult``: the spec applied on each of ``blocks`` (a partition of the flat vector).
 
     ``diag_blocks``: the buckets on which per-bucket diagnostics are computed when they differ from ``blocks`` (the
-    whole-vector methods); ``None`` = ``blocks``. ``scope``, ``granularity``, ``bucket_cap_mb``, ``hook`` and the
-    weighting's name / options are what ``harness.distributed.dist_spec`` reads to run the same method under DDP
-    (``hook`` None: the suite's ``distributed.hook``).
+    whole-vector methods); ``None`` = ``blocks``. ``plan`` (a :class:`GradientPlan`: weighting, scope, granularity,
+    bucket cap, hook) is what the executor reads to run the same method under DDP (``hook`` None: the suite's
+    ``distributed.hook``).
     """
 
     def __init__(self, blocks: Sequence[Block], spec: CombinerSpec, seed: int = 0,
@@ -164,6 +164,9 @@ class GramCombiner:
         self.granularity = granularity or ("whole" if scope == "global" else "ddp_bucket")
         self.weighting_name, self.weighting_options = spec.solver, dict(spec.solver_options)
         self.normalize, self.output_scale = spec.normalize, spec.output_scale
+        self.plan = GradientPlan(weighting=spec.solver, weighting_options=dict(spec.solver_options), scope=scope,
+                                 bucket_cap_mb=25.0 if bucket_cap_mb is None else float(bucket_cap_mb), hook=hook,
+                                 normalize=spec.normalize, output_scale=spec.output_scale, granularity=self.granularity)
 
     def __call__(self, grads: Tensor, languages: list[str], step: int,
                  losses: Tensor | None = None) -> CombineResult:

@@ -7,7 +7,7 @@ builds its combiner, i.e. when it trains. Both modules re-export the names defin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from harness.validate import option
@@ -15,6 +15,25 @@ from harness.validate import option
 if TYPE_CHECKING:
     from harness.method import RunContext
     from harness.moo.combiners import GramCombiner
+
+
+BUCKET_HOOKS = ("allgather", "sharded")  # DDP hooks that weight each bucket (harness.distributed.hooks)
+GLOBAL_HOOKS = ("full", "full_gather")  # DDP hooks of the full-gradient baselines
+
+
+@dataclass(frozen=True)
+class GradientPlan:
+    """What a gradient method hands the executor, as plain data: its weighting, where it applies it (scope and
+    granularity), DDP's bucket cap and an explicit hook. The executor resolves the hook from it, once."""
+
+    weighting: str = "mean"
+    weighting_options: dict[str, Any] = field(default_factory=dict)
+    scope: Literal["mean", "bucket", "global"] = "mean"  # joint SFT | Bucket-Level MOO | full-gradient baselines
+    bucket_cap_mb: float = 25.0
+    hook: str | None = None  # the method's own `hook` option; None: the suite's distributed.hook
+    normalize: str = "none"  # harness.moo.combiners conventions
+    output_scale: str = "raw"
+    granularity: str = "ddp_bucket"  # harness.moo.blocks
 
 
 @dataclass(frozen=True, kw_only=True)

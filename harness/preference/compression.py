@@ -243,7 +243,7 @@ class LowRankPerMatrix(Compressor):
         return biggest * BYTES
 
 
-def default_chunk(name: str, rank: int, nnz: int = 4) -> int:
+def default_chunk(name: str, rank: int) -> int:
     """Columns regenerated at a time: a Gaussian block of about 2**22 floats (16 MiB); sparse: 65,536 columns
     (2·nnz·65,536 numbers, 2 MiB at nnz = 4)."""
     if name == "gaussian":
@@ -255,7 +255,7 @@ def make_compressor(name: str, layout: ParamLayout, rank: int, seed: int, chunk:
                     nnz: int = 4) -> Compressor:
     """`chunk` (columns of the projection regenerated at a time): None or <= 0 = `default_chunk`."""
     if name in ("gaussian", "sparse") and (chunk is None or chunk <= 0):
-        chunk = default_chunk(name, rank, nnz)
+        chunk = default_chunk(name, rank)
     if name == "none":
         return Identity(layout, rank, seed)
     if name == "gaussian":

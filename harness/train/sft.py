@@ -43,7 +43,7 @@ def token_losses(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> tup
     return (loss * mask).sum(1), mask.sum(1)
 
 
-def language_losses(model: torch.nn.Module, inputs: dict[str, torch.Tensor], n_languages: int) -> dict[int, torch.Tensor]:
+def language_losses(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[int, torch.Tensor]:
     """Token-mean loss of each language present in the batch."""
     sums, counts = token_losses(model, inputs)
     out = {}
@@ -70,7 +70,7 @@ class PolymooTrainer(Trainer):
 
     # -- loss ----------------------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        losses = language_losses(model, inputs, len(self.languages))
+        losses = language_losses(model, inputs)
         self._record_losses(losses)
         loss = torch.stack(list(losses.values())).mean()
         return (loss, None) if return_outputs else loss
@@ -100,7 +100,7 @@ class PolymooTrainer(Trainer):
         for lang_id in present:
             sel = inputs["language"] == lang_id
             sub = {k: v[sel] for k, v in inputs.items()}
-            loss_k = language_losses(model, sub, len(self.languages))[lang_id]
+            loss_k = language_losses(model, sub)[lang_id]
             losses[lang_id] = loss_k.detach()
             g = torch.autograd.grad(loss_k, params, allow_unused=True)
             grads.append(torch.cat([(gi if gi is not None else torch.zeros_like(p)).reshape(-1).float()
@@ -175,6 +175,20 @@ class WeightingStateCallback(TrainerCallback):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if folder.is_dir():
             torch.save(self.combiner.state_dict(), folder / WEIGHTING_STATE_FILE)
+
+
+CHECKPOINT_COMPLETE = "POLYMOO_COMPLETE"
+"""Written last into a checkpoint folder: a stop (SIGTERM, a full disk) while HF writes one leaves it without this
+marker, and resume skips it for the previous complete one instead of crashing on a half-written folder."""
+
+
+class CheckpointCompleteCallback(TrainerCallback):
+    """Marks each checkpoint complete once HF and the callbacks before this one have written it (keep it last)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            (folder / CHECKPOINT_COMPLETE).write_text(str(state.global_step))
 
 
 def load_weighting_state(combiner: Any, checkpoint: str | None) -> None:
@@ -255,6 +269,7 @@ def train_sft(run: RunContext, combiner: GradientCombiner | None = None,
     callbacks: list[TrainerCallback] = [logger, *(extra_callbacks or [])]
     if hasattr(combiner, "state_dict"):
         callbacks.append(WeightingStateCallback(combiner))
+    callbacks.append(CheckpointCompleteCallback())  # last: after every file of the checkpoint is written
     trainer = PolymooTrainer(
         model=run.model, args=training_arguments(run), train_dataset=dataset,
         data_collator=collate(run.tokenizer.pad_token_id), languages=seen, per_language=t.batch_size_per_language,
@@ -270,8 +285,9 @@ def train_sft(run: RunContext, combiner: GradientCombiner | None = None,
 
 
 def last_checkpoint(run: RunContext) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
+    """The newest complete checkpoint (with the CHECKPOINT_COMPLETE marker); half-written ones are skipped."""
     if not run.checkpoint_dir.exists():
         return None
-    return get_last_checkpoint(str(run.checkpoint_dir))
+    complete = [p for p in run.checkpoint_dir.glob("checkpoint-*")
+                if p.name.removeprefix("checkpoint-").isdigit() and (p / CHECKPOINT_COMPLETE).exists()]
+    return str(max(complete, key=lambda p: int(p.name.removeprefix("checkpoint-")))) if complete else None

@@ -6,7 +6,8 @@ import pytest
 
 from harness.distributed.assignment import AssignmentError, active_before, assign, describe
 from harness.distributed.data import LanguageStreams, rank_indices
-from harness.distributed.train import DistSpec, dist_spec, resolve_hook
+from harness.executor import gradient_plan, resolve_hook
+from harness.moo.options import GradientPlan
 
 
 def test_groups_when_n_at_least_k():
@@ -60,18 +61,16 @@ def test_group_members_take_disjoint_consecutive_chunks():
 
 
 def test_hook_resolution():
-    assert resolve_hook(dist_spec(None), "sharded") == "mean"
-    assert resolve_hook(DistSpec(weighting="mgda", scope="bucket"), "allgather") == "allgather"
-    assert resolve_hook(DistSpec(weighting="mgda", scope="bucket"), "full") == "sharded"
-    assert resolve_hook(DistSpec(weighting="pcgrad", scope="global"), "sharded") == "full"
-    assert resolve_hook(DistSpec(weighting="pcgrad", scope="global"), "full_gather") == "full_gather"
+    assert resolve_hook(gradient_plan(None), "sharded") == "mean"
+    assert resolve_hook(GradientPlan(weighting="mgda", scope="bucket"), "allgather") == "allgather"
+    assert resolve_hook(GradientPlan(weighting="mgda", scope="bucket"), "full") == "sharded"
+    assert resolve_hook(GradientPlan(weighting="pcgrad", scope="global"), "sharded") == "full"
+    assert resolve_hook(GradientPlan(weighting="pcgrad", scope="global"), "full_gather") == "full_gather"
     with pytest.raises(ValueError, match="does not implement"):
-        resolve_hook(DistSpec(weighting="mgda", scope="bucket", hook="full"), "sharded")
+        resolve_hook(GradientPlan(weighting="mgda", scope="bucket", hook="full"), "sharded")
 
-    class Combiner:  # the attributes harness.moo.combiners.GramCombiner exposes
-        weighting_name, weighting_options, scope, bucket_cap_mb = "cagrad", {"c": 0.4}, "bucket", 1.0
-        normalize, output_scale = "l2", "mean_norm"
+    class Combiner:  # a custom combiner: plain attributes are not a plan, so DDP refuses it with the fix
+        weighting_name, scope = "cagrad", "bucket"
 
-    spec = dist_spec(Combiner())
-    assert (spec.weighting, spec.weighting_options, spec.scope, spec.bucket_cap_mb) == ("cagrad", {"c": 0.4}, "bucket", 1.0)
-    assert (spec.normalize, spec.output_scale) == ("l2", "mean_norm")
+    with pytest.raises(TypeError, match="give it a `plan`"):
+        gradient_plan(Combiner())

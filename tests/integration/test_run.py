@@ -172,3 +172,22 @@ def test_resume_with_changed_settings_is_refused_naming_them(tmp_store, make_sui
         run_one(changed, "llama", changed.methods[0], 0, resume=True)
     run_id = (run_dir_for(suite, "llama", suite.methods[0], 0) / "mlflow_run_id").read_text()
     assert MlflowClient(tmp_store).get_run(run_id).info.status == "FAILED", "the refused resume left the run as it was"
+
+
+def test_resume_skips_a_half_written_checkpoint(tmp_store, make_suite, monkeypatch):
+    from harness.faults import FAIL_ENV
+    from harness.runner import run_dir_for, run_one
+    from harness.train.sft import CHECKPOINT_COMPLETE
+
+    suite = make_suite(train={"steps": 4, "save_every": 1})
+    with monkeypatch.context() as faults:
+        faults.setenv(FAIL_ENV, "3")
+        with pytest.raises(RuntimeError):
+            run_one(suite, "llama", suite.methods[0], 0)
+    checkpoints = run_dir_for(suite, "llama", suite.methods[0], 0) / "checkpoints"
+    assert (checkpoints / "checkpoint-3" / CHECKPOINT_COMPLETE).exists()
+    # a stop while HF wrote checkpoint-3: the folder is there, its marker (written last) is not
+    (checkpoints / "checkpoint-3" / CHECKPOINT_COMPLETE).unlink()
+    (checkpoints / "checkpoint-3" / "trainer_state.json").unlink()
+    result = run_one(suite, "llama", suite.methods[0], 0, resume=True)
+    assert result.status == "FINISHED"

@@ -25,8 +25,8 @@ def _patch_losses(monkeypatch, transform):
     real = sft.language_losses
     calls = {"n": 0}
 
-    def patched(model, inputs, n_languages):
-        out = real(model, inputs, n_languages)
+    def patched(model, inputs):
+        out = real(model, inputs)
         calls["n"] += 1
         return transform(calls["n"] - 1, out)
 

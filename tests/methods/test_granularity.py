@@ -1,6 +1,6 @@
 """bkmoo's `granularity` option (harness.moo.blocks): `whole` is the full-gradient method, `ddp_bucket` is the per-bucket
 loop Bucket-Level MOO always ran, `module` / `tensor` train through the single-process path, and the option reaches
-the distributed path (hook resolution, DistSpec)."""
+the distributed path (hook resolution, GradientPlan)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from harness.config import MethodSpec
-from harness.distributed.train import dist_spec, resolve_hook
+from harness.executor import gradient_plan, resolve_hook
 from harness.method import RunContext
 from harness.models.loading import load_model
 from harness.moo.weightings import combine, gram, weighting
@@ -83,7 +83,7 @@ def test_module_and_tensor_train_through_the_single_process_path(tmp_path, granu
 ])
 def test_granularity_reaches_the_distributed_path(tmp_path, options, hook, granularity):
     comb, _ = _combiner({"bucket_cap_mb": 0.25, **options}, tmp_path)
-    spec = dist_spec(comb)
+    spec = gradient_plan(comb)
     assert (resolve_hook(spec, "sharded"), spec.granularity) == (hook, granularity)
 
 

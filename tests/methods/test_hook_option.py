@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness.config import MethodSpec
-from harness.distributed.train import dist_spec, resolve_hook
+from harness.executor import gradient_plan, resolve_hook
 from harness.method import RunContext
 from harness.models.loading import load_model
 from harness.registry import get_method, parse_options
@@ -29,4 +29,4 @@ def test_method_hook_option_selects_the_hook(name, options, expected, tmp_path):
                      tokenizer=tokenizer, data=_data(suite.data, suite.languages.all), tracker=RecordingTracker(),
                      run_dir=Path(tmp_path))
     combiner = get_method(name).build(parse_options(name, options), run)
-    assert resolve_hook(dist_spec(combiner), "sharded") == expected
+    assert resolve_hook(gradient_plan(combiner), "sharded") == expected
