@@ -58,6 +58,7 @@ class PolymooTrainer(Trainer):
                  combiner: GradientCombiner | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.languages, self.per_language, self.data_seed, self.combiner = languages, per_language, data_seed, combiner
+        self._combiner_takes_losses = combiner is not None and _takes_losses(combiner)  # once, not every step
         self.step_log: dict[str, float] = {}
         self.skipped_steps = 0
         self._skip_update = False
@@ -124,7 +125,7 @@ class PolymooTrainer(Trainer):
 
     def _combine(self, stacked: torch.Tensor, names: list[str], losses: torch.Tensor) -> Any:
         """The combiner on the K flat gradients; the K per-language mean losses go along when it takes them."""
-        if _takes_losses(self.combiner):
+        if self._combiner_takes_losses:
             return self.combiner(stacked, names, self.state.global_step, losses=losses)
         return self.combiner(stacked, names, self.state.global_step)
 
