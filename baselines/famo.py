@@ -15,8 +15,9 @@ Choices, each an option (see `polymoo methods --long`):
   same batch (no extra forward);
 - state: logits, Adam moments and previous losses, checkpointed beside the trainer's checkpoint
   (`polymoo_weighting_state.pt`) and restored on resume;
-- whole vector only (every block would see the same losses); single process only: under DDP the communication hooks
-  see gradients, not losses, so a DDP run refuses it with that reason;
+- whole vector only (every block would see the same losses); under DDP (`full` / `full_gather` hooks, N ≥ K ranks)
+  the engine all-gathers the ranks' losses after the forward and before the backward (N floats per step), so every
+  rank solves with the same K language losses;
 - `normalize` / `output_scale`: harness extensions (off by default).
 Implementation: the stateful weighting `famo` of `harness.moo.weightings`; the trainer hands the combiner the K
 per-language mean losses of the step (`harness.train.sft`).
@@ -43,8 +44,7 @@ class FAMOOptions(WholeVectorOptions):
 
 
 gradient_method(
-    name="famo", summary="FAMO: language weights adapted to the loss decrease, whole vector, single process "
-                         "(Liu et al. 2023)",
+    name="famo", summary="FAMO: language weights adapted to the loss decrease, whole vector (Liu et al. 2023)",
     family="baseline", Options=FAMOOptions,
     make_combiner=whole_vector_factory("famo"),
 )

@@ -189,7 +189,8 @@ class OwnLoopHookState(HookState):
     """:class:`~harness.distributed.hooks.HookState` plus what the suite's engine does around it, so an own loop needs
     two calls per optimizer step: ``begin(step)`` before the forward (the step's language assignment, and plain
     averaging during the warm-up: DDP rebuilds its buckets after iteration 0, as PyTorch's PowerSGD hook knows) and
-    ``end()`` after the backward (the full-gradient hooks solve there; a no-op for the bucket hooks)."""
+    ``end()`` after the backward; ``share_loss(loss)`` between the forward and the backward hands a loss-based
+    weighting (FAMO) the step's losses (a no-op otherwise) (the full-gradient hooks solve there; a no-op for the bucket hooks)."""
 
     languages_per_rank: tuple[int, ...] | None = None  # fixed rank -> language; None: harness.distributed.assign
     n_languages: int = 0
@@ -206,6 +207,13 @@ class OwnLoopHookState(HookState):
         self.comm.counter.reset()  # so `comm.counter` holds this step's bytes and hook time, as the engine logs them
         self.begin_step(step, a, step < self.warmup_steps)
         return a.rank_language[self.comm.rank]
+
+    def share_loss(self, loss: Tensor) -> None:
+        """After the forward, before the backward: a weighting that needs the per-language losses (FAMO) gets the
+        step's losses from every rank (one all-gather of N floats). A no-op for every other weighting and during the
+        warm-up, so a loop can always call it."""
+        if self.needs_losses and not self.warmup:
+            self.set_losses(self.comm.all_gather(loss.detach().to(torch.float64).reshape(1), name="all_gather.losses"))
 
     def end(self) -> None:
         self.finalize()

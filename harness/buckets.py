@@ -227,16 +227,6 @@ def ddp_bucket_plan(model: nn.Module, bucket_cap_mb: float | None) -> list[Bucke
     return bucket_plan(model, bucket_cap_mb, ready_order=order)
 
 
-def plan_as_dict(plan: Sequence[Bucket]) -> dict[int, list[str]]:
-    """JSON-able ``{bucket index: [parameter names]}`` for logging the plan as an artifact."""
-    return {b.index: list(b.names) for b in plan}
-
-
-def param_shapes(model: nn.Module) -> dict[str, torch.Size]:
-    """Shapes of the trainable parameters by name (for :func:`unflatten_by_plan` and :func:`bucket_slices`)."""
-    return {n: p.shape for n, p in trainable_parameters(model)}
-
-
 def bucket_slices(plan: Sequence[Bucket], shapes: Mapping[str, torch.Size]) -> dict[str, tuple[int, slice]]:
     """``name -> (bucket index, slice of the flat bucket)``; flat buckets are concatenations in ``names`` order."""
     out: dict[str, tuple[int, slice]] = {}

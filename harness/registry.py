@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from importlib.metadata import entry_points
-from pathlib import Path
 from typing import Any
 
 from harness.method import Family, Method, TrainOutcome
@@ -57,12 +56,6 @@ def _discover() -> None:
                 importlib.import_module(f"{package}.{info.name}")
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         importlib.import_module(ep.value.split(":")[0])
-
-
-def builtin_method_names() -> list[str]:
-    """Module stems of the built-in methods, read from the folders without importing anything (for nox)."""
-    root = Path(__file__).resolve().parent.parent
-    return sorted(p.stem for pkg in BUILTIN_PACKAGES for p in (root / pkg).glob("*.py") if not p.stem.startswith("_"))
 
 
 def available_methods() -> dict[str, Method]:

@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         x, y = batch(language, step)
         optimizer.zero_grad()
         loss = nn.functional.mse_loss(ddp(x), y)
+        state.share_loss(loss)  # FAMO weighs by the languages' losses: every rank learns them here (else a no-op)
         loss.backward()  # the hook combines the languages' gradients bucket by bucket into .grad
         state.end()  # the full-gradient hooks (full, full_gather) solve here; a no-op for the bucket hooks
         optimizer.step()

@@ -29,10 +29,6 @@ class StepAssignment:
         """Distinct languages of the step, ascending: the rows of the K_eff×P language-gradient matrix."""
         return tuple(sorted(set(self.rank_language)))
 
-    def row_of_rank(self) -> tuple[int, ...]:
-        langs = self.languages
-        return tuple(langs.index(lang) for lang in self.rank_language)
-
     def group(self, language: int) -> tuple[int, ...]:
         return tuple(r for r, lang in enumerate(self.rank_language) if lang == language)
 

@@ -53,11 +53,11 @@ class EngineConfig:
 
 
 def engine_weighting(cfg: EngineConfig, world: int, n_languages: int) -> Any:
-    """The hooks' weighting for ``cfg``: stateless ones as ``fn(gram)``, stateful ones (GradVac) as they are.
+    """The hooks' weighting for ``cfg``: stateless ones as ``fn(gram)``, stateful ones (GradVac, FAMO) as they are.
 
-    Refused under DDP, with the reason: a weighting that needs the per-language losses (FAMO; the hooks see only
-    gradients), a stateful one when languages rotate over steps (N < K: a K_eff×K_eff state would mix languages) or
-    with granularity ``module`` (a module split over two buckets would update one state twice per step).
+    A stateful weighting is refused under DDP, with the reason, when languages rotate over steps (N < K: a
+    K_eff×K_eff state would mix languages) or with granularity ``module`` (a module split over two buckets would
+    update one state twice per step). One that needs the per-language losses (FAMO) gets them from the engine.
     """
     from harness.moo.weightings import STATEFUL_WEIGHTINGS, stateful_weighting, weighting
 
@@ -65,10 +65,7 @@ def engine_weighting(cfg: EngineConfig, world: int, n_languages: int) -> Any:
         return weighting(cfg.weighting, **cfg.weighting_options)
     w = stateful_weighting(cfg.weighting, **cfg.weighting_options)
     why = None
-    if w.needs_losses:
-        why = ("it needs the per-language losses of every step and the DDP communication hooks see only gradients; "
-               "run it single-process")
-    elif world < n_languages:
+    if world < n_languages:
         why = (f"its state is per language pair and with {world} ranks < {n_languages} languages the languages "
                f"rotate over steps; use N >= K ranks")
     elif cfg.granularity == "module":
@@ -161,6 +158,30 @@ class DistEngine:
         self.skipped_steps = int(state.get("skipped_steps", 0))
         return int(state["step"])
 
+    def resume(self, state: dict[str, Any]) -> int:
+        """Restore a checkpoint and, past the warm-up, let DDP rebuild its buckets before the first real step.
+
+        DDP hands the hook its initial buckets in the first iteration of a process and its rebuilt
+        (gradient-ready order) buckets from the second on. An uninterrupted run solved step ``s`` on the rebuilt
+        buckets, so a resumed one must too, or the bucket-level blocks, and a stateful weighting's per-bucket states,
+        would differ. One forward/backward on step ``s``'s first micro-batch with plain averaging, its gradients
+        dropped and the RNG restored, does that (what the warm-up step does at the start of a run).
+        """
+        step = self.load_state_dict(state)
+        if step >= self.cfg.warmup_steps and self.cfg.hook != "ddp":
+            self._prime_buckets(step)
+        return step
+
+    def _prime_buckets(self, step: int) -> None:
+        assignment = assign(self.world, self.n_languages, step)
+        rng = torch.get_rng_state()
+        self.state.begin_step(step, assignment, warmup=True)
+        self.ddp.train()
+        self.loss_fn(self.ddp, self.batch_fn(step, self.rank, 0, assignment)).backward()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.counter.reset()
+        torch.set_rng_state(rng)
+
     # -- one optimizer step --------------------------------------------------------------------------------------
     def step(self, step: int) -> dict[str, float]:
         """Optimizer step `step` (0-based). Returns this rank's metrics (bytes, times, loss of its language)."""
@@ -171,14 +192,17 @@ class DistEngine:
         self.counter.reset()
         self.state.begin_step(step, assignment, warmup)
         self.ddp.train()
-        loss_total = 0.0
+        loss_total = torch.zeros((), dtype=torch.float64, device=self._device())
         for micro in range(cfg.grad_accum):
             inputs = self.batch_fn(step, self.rank, micro, assignment)
             sync = micro == cfg.grad_accum - 1
             with contextlib.nullcontext() if sync else self.ddp.no_sync():
                 loss = self.loss_fn(self.ddp, inputs) / cfg.grad_accum
+                loss_total += loss.detach().to(torch.float64)
+                if sync and not warmup and self.state.needs_losses:  # before the backward: the hooks solve in it
+                    self.state.set_losses(self.comm.all_gather(loss_total.reshape(1), name="all_gather.losses"))
                 loss.backward()
-            loss_total += float(loss.detach())
+        loss_total = float(loss_total)
         self.state.finalize()
         if cfg.hook == "ddp":  # DDP's built-in all-reduce is not seen by a hook: count what its reducer sends
             self.counter.add("all_reduce.ddp_builtin", allreduce_bytes(self.grad_bytes, self.world))

@@ -29,7 +29,8 @@ layout is host-side metadata and the weightings are pure tensor code, so the sol
 (except `normalize: l2`, whose zero-gradient test picks the languages to solve over: one sync per block). The hook
 returns a completed future. A stateful weighting (GradVac) keeps its per-block states in `HookState.rule`, updated
 identically on every rank (same Gram, same generator) and saved in the engine's state dict; one that needs the
-per-language losses (FAMO) is refused by `harness.distributed.engine.engine_weighting`: the hooks see only gradients.
+per-language losses (FAMO) gets them in `HookState.losses`: the engine all-gathers the ranks' losses after the forward
+and before the backward (`set_losses`, K_eff float64 values per step), so every rank solves with the same losses.
 Replicas stay bit-identical because every rank ends with the same all-gathered /
 all-reduced values.
 """
@@ -106,6 +107,7 @@ class HookState:
     assignment: StepAssignment | None = None
     buckets: dict[int, list[str]] = field(default_factory=dict)  # DDP's (rebuilt) buckets, as seen by the hook
     rule: BlockRule = field(init=False)
+    losses: torch.Tensor | None = None  # (K_eff,) per-language losses of the step, for weightings that need them
     _mix: torch.Tensor | None = None
     _kept: list[_Kept] = field(default_factory=list)
     _gram: torch.Tensor | None = None
@@ -119,7 +121,15 @@ class HookState:
     def begin_step(self, step: int, assignment: StepAssignment, warmup: bool) -> None:
         self.step, self.assignment, self.warmup = step, assignment, warmup
         self._mix = assignment.mixing_matrix()
-        self._kept, self._gram = [], None
+        self._kept, self._gram, self.losses = [], None, None
+
+    @property
+    def needs_losses(self) -> bool:
+        return self.rule.stateful and bool(getattr(self.rule.fn, "needs_losses", False))
+
+    def set_losses(self, rank_losses: torch.Tensor) -> None:
+        """(N,) all-gathered rank losses -> the step's (K_eff,) language losses (mean over a language's ranks)."""
+        self.losses = self.language_rows(rank_losses.reshape(-1, 1)).reshape(-1).to(torch.float64)
 
     # -- shared pieces -------------------------------------------------------------------------------------------
     def language_rows(self, per_rank: torch.Tensor) -> torch.Tensor:
@@ -147,7 +157,7 @@ class HookState:
         if self.hook == "full":
             gram_ = gram_.clone()
             self.comm.all_reduce(gram_, name="all_reduce.gram")
-        coeffs = self.rule(gram_, self.step, GLOBAL_KEY)
+        coeffs = self.rule(gram_, self.step, GLOBAL_KEY, self.losses)
         for kept in self._kept:
             d = combine(kept.rows, coeffs)
             if self.hook == "full":
@@ -203,7 +213,7 @@ def _sharded(state: HookState, buf: torch.Tensor, blocks: list[Block]) -> torch.
     c, r = rows.shape[1], state.comm.rank
     local = restrict(pad_blocks(blocks, buf.numel(), c * state.comm.world), r * c, (r + 1) * c)
     grams = state.comm.all_reduce(torch.stack(block_grams(rows, local, HOOK_GRAM_CHUNK)), name="all_reduce.gram")
-    own = block_directions(rows, local, state.rule.coefficients(grams, state.step, local))
+    own = block_directions(rows, local, state.rule.coefficients(grams, state.step, local, state.losses))
     return state.comm.all_gather(own, name="all_gather.slices")[: buf.numel()]
 
 
@@ -225,7 +235,7 @@ def comm_hook(state: HookState, bucket: dist.GradBucket) -> torch.futures.Future
         state.record_bucket(bucket)
         if state.hook == "allgather":
             buf.copy_(solve_blocks(_gathered_rows(state, buf), state.blocks(bucket), state.rule, state.step,
-                                   HOOK_GRAM_CHUNK))
+                                   HOOK_GRAM_CHUNK, state.losses))
         elif state.hook == "sharded":
             buf.copy_(_sharded(state, buf, state.blocks(bucket)))
         elif state.hook in GLOBAL_HOOKS:

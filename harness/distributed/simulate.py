@@ -57,14 +57,15 @@ def bucket_layouts(model: torch.nn.Module, plan: Sequence[Bucket], granularity: 
 
 
 def _language_update(lang_grads: dict[str, torch.Tensor], plan: Sequence[Bucket], layouts: list[list[Block]],
-                     shapes: dict[str, torch.Size], hook: str, rule: BlockRule, step: int) -> dict[str, torch.Tensor]:
+                     shapes: dict[str, torch.Size], hook: str, rule: BlockRule, step: int,
+                     losses: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The update the hook writes: (K_eff, *shape) language gradients by name -> combined gradients by name."""
     flat = flatten_by_plan(lang_grads, plan, batch_dims=1)  # per bucket (K_eff, P_b)
     if hook in BUCKET_HOOKS:
-        dirs = [solve_blocks(rows, blocks, rule, step, HOOK_GRAM_CHUNK) for rows, blocks in zip(flat, layouts,
-                                                                                                 strict=True)]
+        dirs = [solve_blocks(rows, blocks, rule, step, HOOK_GRAM_CHUNK, losses)
+                for rows, blocks in zip(flat, layouts, strict=True)]
     elif hook in GLOBAL_HOOKS:
-        coeffs = rule(sum(gram(rows, chunk=HOOK_GRAM_CHUNK) for rows in flat), step, GLOBAL_KEY)
+        coeffs = rule(sum(gram(rows, chunk=HOOK_GRAM_CHUNK) for rows in flat), step, GLOBAL_KEY, losses)
         dirs = [combine(rows, coeffs) for rows in flat]
     else:
         raise ValueError(f"unknown hook {hook!r}")
@@ -86,11 +87,15 @@ def simulate(model: torch.nn.Module, cfg: EngineConfig, train: TrainConfig, worl
     scheduler = build_scheduler(optimizer, train)
     for step in range(steps):
         a = assign(world, n_languages, step)
-        rank_grads = []
+        rank_grads, rank_losses = [], []
         for r in range(world):
             model.zero_grad(set_to_none=True)
+            total = torch.zeros((), dtype=torch.float64)
             for micro in range(cfg.grad_accum):
-                (loss_fn(model, batch_fn(step, r, micro, a)) / cfg.grad_accum).backward()
+                loss = loss_fn(model, batch_fn(step, r, micro, a)) / cfg.grad_accum
+                total += loss.detach().to(torch.float64)
+                loss.backward()
+            rank_losses.append(total)
             rank_grads.append({n: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
                                for n, p in named})
         model.zero_grad(set_to_none=True)
@@ -99,7 +104,9 @@ def simulate(model: torch.nn.Module, cfg: EngineConfig, train: TrainConfig, worl
         else:
             lang_grads = {n: torch.stack([torch.stack([rank_grads[r][n] for r in a.group(lang)]).mean(0)
                                           for lang in a.languages]) for n, _ in named}
-            update = _language_update(lang_grads, plan, layouts, shapes, hook, rule, step)
+            losses = torch.stack([torch.stack([rank_losses[r] for r in a.group(lang)]).mean()
+                                  for lang in a.languages])
+            update = _language_update(lang_grads, plan, layouts, shapes, hook, rule, step, losses)
         for n, p in named:
             p.grad = update[n].to(p.dtype).clone()
         if all(bool(torch.isfinite(p.grad).all()) for p in params):

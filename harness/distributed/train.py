@@ -178,7 +178,7 @@ def train_distributed(run: Any, spec: GradientPlan, hook: str) -> tuple[Any, dic
     start = 0
     if run.resume and checkpoints(run.run_dir):
         last = checkpoints(run.run_dir)[-1]
-        start = engine.load_state_dict(torch.load(last / "state.pt", map_location=device, weights_only=False))
+        start = engine.resume(torch.load(last / "state.pt", map_location=device, weights_only=False))
     if rank == 0:
         _log_start(run, engine, spec, hook, world, start)
     rows = _train_steps(run, engine, start, world, rank)

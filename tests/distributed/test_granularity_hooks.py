@@ -11,7 +11,8 @@ import torch
 from harness.distributed.accounting import allreduce_bytes
 from harness.distributed.engine import token_mean_loss
 from harness.distributed.simulate import bucket_layouts, ddp_plan, simulate
-from harness.distributed.workers import engine_parts, hook_worker, spawn
+from harness.distributed.workers import spawn
+from tests.distributed._hook_worker import engine_parts, hook_worker
 
 pytestmark = pytest.mark.distributed
 

@@ -116,3 +116,27 @@ def test_own_loop_example_matches_by_hand_reference(tmp_path, hook, weighting_na
     reference = _reference(example, blocks, weighting_name)
     assert _max_gap(ranks[0]["params"], reference) < 1e-5
     assert _max_gap(ranks[0]["params"], _reference(example, blocks, "mean")) > 1e-3  # the hook really weights
+
+
+def test_own_loop_example_with_famo_matches_the_single_process_combiner(tmp_path):
+    """FAMO weighs by the languages' losses, which the example shares with `state.share_loss(loss)` before the backward;
+    the hook's trajectory equals `PerLanguageStep(model, "famo")` on the whole vector (after the mean warm-up step)."""
+    ranks = _launch(tmp_path, "full", "famo", "ddp_bucket")
+    for step, (p0, p1) in enumerate(zip(ranks[0]["params"], ranks[1]["params"], strict=True)):
+        assert torch.equal(p0, p1), f"replicas diverged at step {step}"
+    example = _example()
+    model = example.build_model()
+    optimizer = example.make_optimizer(model)
+    combiner = PerLanguageStep(model, "famo", granularity="whole")
+    reference = []
+    for step in range(STEPS):
+        losses = [torch.nn.functional.mse_loss(model(x), y) for x, y in (example.batch(k, step) for k in range(2))]
+        optimizer.zero_grad()
+        if step == 0:  # warm-up: plain averaging while DDP rebuilds its buckets
+            (sum(losses) / 2).backward()
+        else:
+            combiner(losses)
+        optimizer.step()
+        reference.append(torch.cat([p.detach().reshape(-1).clone() for p in model.parameters()]))
+    assert _max_gap(ranks[0]["params"], reference) < 1e-5
+    assert _max_gap(ranks[0]["params"], _reference(example, [[n for n, _ in model.named_parameters()]], "mean")) > 1e-3
