@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from harness.buckets import trainable_parameters
+from harness.buckets import trainable_parameters, write_flat_grads
 from harness.distributed.accounting import Comm
 from harness.distributed.assignment import StepAssignment, assign
 from harness.distributed.engine import EngineConfig, engine_weighting
@@ -143,23 +143,13 @@ class PerLanguageStep:
         grams = block_grams(rows, self.blocks)
         coeffs = self.rule.coefficients(grams, self.step, self.blocks, loss_vec)
         direction = block_directions(rows, self.blocks, coeffs)
-        self._write(direction)
+        write_flat_grads([p for _, p in self.params], direction)
         self.step += 1
         total = torch.stack(grams).sum(0)
         metrics = {f"loss/{lang}": float(v) for lang, v in zip(languages, loss_vec, strict=True)}
         metrics |= {f"grad_norm/{lang}": float(total[k, k].clamp_min(0).sqrt()) for k, lang in enumerate(languages)}
         metrics["direction_norm"] = float(torch.linalg.vector_norm(direction, dtype=torch.float64))
         return StepResult(coeffs, self.blocks, languages, metrics)
-
-    def _write(self, direction: Tensor) -> None:
-        offset = 0
-        for _, p in self.params:
-            piece = direction[offset: offset + p.numel()].view_as(p).to(p.dtype)
-            offset += p.numel()
-            if p.grad is None:
-                p.grad = piece.clone()
-            else:
-                p.grad.copy_(piece)
 
     def state_dict(self) -> dict[str, Any]:
         """Step counter and the weighting's per-block states (empty for stateless weightings)."""

@@ -263,3 +263,16 @@ def unflatten_by_plan(
         for name, piece in zip(b.names, torch.split(t, sizes, dim=-1), strict=True):
             out[name] = piece.reshape(*t.shape[:-1], *shapes[name])
     return out
+
+
+def write_flat_grads(params: Sequence[nn.Parameter], flat: torch.Tensor) -> None:
+    """Overwrite (not accumulate) ``.grad`` of ``params`` with consecutive pieces of ``flat``, cast to each dtype."""
+    offset = 0
+    for p in params:
+        n = p.numel()
+        piece = flat[offset: offset + n].view_as(p).to(p.dtype)
+        if p.grad is None:
+            p.grad = piece.clone()
+        else:
+            p.grad.copy_(piece)
+        offset += n

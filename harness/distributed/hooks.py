@@ -46,6 +46,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from harness.buckets import write_flat_grads
 from harness.distributed.accounting import Comm
 from harness.distributed.assignment import StepAssignment
 from harness.moo.blocks import (
@@ -162,21 +163,9 @@ class HookState:
             d = combine(kept.rows, coeffs)
             if self.hook == "full":
                 d = self.comm.all_gather(d, name="all_gather.slices")
-            _write_grads(kept.params, d[: kept.numel])
+            write_flat_grads(kept.params, d[: kept.numel])
         self._kept = []
         self.comm.counter.hook_time_s += time.perf_counter() - t0
-
-
-def _write_grads(params: list[torch.nn.Parameter], flat: torch.Tensor) -> None:
-    offset = 0
-    for p in params:
-        n = p.numel()
-        piece = flat[offset: offset + n].view_as(p).to(p.dtype)
-        if p.grad is None:
-            p.grad = piece.clone()
-        else:
-            p.grad.copy_(piece)
-        offset += n
 
 
 def _done(t: torch.Tensor) -> torch.futures.Future:
