@@ -1,0 +1,159 @@
+"""Per-language gradients of one language-balanced batch: the K×P rows every gradient combiner starts from.
+
+Two routes give the same rows (float tolerance; ``tests/equivalence/test_grad_engine.py``):
+
+* ``loop`` — one forward/backward per language on its rows of the batch (``torch.autograd.grad``). Works for every
+  model; K passes of b rows, so the FLOPs of one joint pass of K·b rows.
+* ``vmap`` — one batched pass: ``torch.func.vmap`` over the language axis of the (K, b, T) batch of
+  ``grad(loss)`` through ``functional_call``. Needs exactly ``b`` rows per language (balanced batches give that) and
+  a model whose forward has no data-dependent control flow under ``vmap``: the attention mask is handed over as a 4-D
+  boolean mask (causal and key padding) with explicit position ids, since transformers' mask builder inspects the
+  2-D mask's values (`.all()`), which ``vmap`` cannot batch.
+
+What each costs on the CPU of this project is measured, not assumed (``results/bench/grad_engine.json``): on the tiny
+twins the ``loop`` route is as fast as one joint pass (the FLOPs are the same and the kernels are large enough), and
+``vmap`` is slower because PyTorch has no batching rule for the CPU SDPA backward and falls back to a per-example loop.
+Both keep K flat float32 gradients (K×P memory); a Gram route that avoids them (TorchJD's ``autogram``) is a peer row
+in that benchmark, not a training route (it yields the whole-vector Gram only, not the per-bucket Grams).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+GRAD_ENGINES = ("loop", "vmap")
+
+TokenLosses = Callable[[nn.Module, dict[str, Tensor]], tuple[Tensor, Tensor]]
+"""``(model, inputs) -> (sum of token losses, number of target tokens)`` per example (``harness.train.sft``)."""
+
+
+@dataclass(frozen=True)
+class LanguageGradients:
+    """The K per-language gradients of a batch: ``rows`` (K×P, float32 or wider, ``params`` order), the K token-mean
+    losses (detached) and the language ids of the rows (ascending, as ``inputs["language"].unique()``)."""
+
+    rows: Tensor
+    losses: Tensor
+    languages: list[int]
+
+
+def _flat(grads: Sequence[Tensor | None], params: Sequence[nn.Parameter], dtype: torch.dtype) -> Tensor:
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).to(dtype)
+                      for g, p in zip(grads, params, strict=True)])
+
+
+def _row_dtype(params: Sequence[nn.Parameter]) -> torch.dtype:
+    return torch.promote_types(params[0].dtype, torch.float32) if params else torch.float32
+
+
+def loop_gradients(model: nn.Module, inputs: dict[str, Tensor], params: Sequence[nn.Parameter],
+                   token_losses: TokenLosses) -> LanguageGradients:
+    """One forward/backward per language present (its rows of the batch, same padded width)."""
+    dtype = _row_dtype(params)
+    present = inputs["language"].unique().tolist()
+    rows, losses = [], []
+    for lang in present:
+        sel = inputs["language"] == lang
+        sums, counts = token_losses(model, {k: v[sel] for k, v in inputs.items()})
+        loss = sums.sum() / counts.sum().clamp_min(1.0)
+        rows.append(_flat(torch.autograd.grad(loss, list(params), allow_unused=True), params, dtype))
+        losses.append(loss.detach())
+    return LanguageGradients(torch.stack(rows), torch.stack(losses), [int(x) for x in present])
+
+
+def _by_language(inputs: dict[str, Tensor]) -> tuple[list[int], dict[str, Tensor]]:
+    """The batch regrouped as (K, b, T) tensors, languages ascending; refused unless every language has b rows."""
+    language = inputs["language"]
+    present = language.unique().tolist()
+    sizes = {lang: int((language == lang).sum()) for lang in present}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"grad_engine 'vmap' needs the same number of rows per language, got {sizes}; "
+                         "use grad_engine: loop")
+    order = torch.cat([(language == lang).nonzero().flatten() for lang in present])
+    k, b = len(present), sizes[present[0]]
+    grouped = {key: inputs[key][order].reshape(k, b, *inputs[key].shape[1:])
+               for key in ("input_ids", "attention_mask", "labels")}
+    return [int(x) for x in present], grouped
+
+
+def vmap_gradients(model: nn.Module, inputs: dict[str, Tensor], params: Sequence[nn.Parameter],
+                   token_losses: TokenLosses) -> LanguageGradients:
+    """All languages in one ``vmap(grad(...))`` pass over the (K, b, T) regrouped batch."""
+    from torch.func import functional_call, grad, vmap
+
+    present, grouped = _by_language(inputs)
+    names = {id(p): n for n, p in model.named_parameters()}
+    keys = [names[id(p)] for p in params]
+    width = grouped["input_ids"].shape[-1]
+    positions = torch.arange(width, device=grouped["input_ids"].device)
+    dtype = next(model.parameters()).dtype
+
+    def language_loss(weights: dict[str, Tensor], ids: Tensor, mask: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        rows = ids.shape[0]
+        batch = {"input_ids": ids, "labels": labels, "position_ids": positions.expand(rows, width),
+                 "attention_mask": attention_masks(model.config, mask, dtype)}
+        sums, counts = token_losses(_Bound(model, weights, functional_call), batch)
+        loss = sums.sum() / counts.sum().clamp_min(1.0)
+        return loss, loss.detach()
+
+    weights = {key: p.detach() for key, p in zip(keys, params, strict=True)}
+    grads, losses = vmap(grad(language_loss, has_aux=True), in_dims=(None, 0, 0, 0))(
+        weights, grouped["input_ids"], grouped["attention_mask"], grouped["labels"])
+    dtype = _row_dtype(params)
+    rows = torch.cat([grads[key].reshape(len(present), -1).to(dtype) for key in keys], dim=1)
+    return LanguageGradients(rows, losses, present)
+
+
+def _pattern(kind: str, width: int, window: int | None, device: torch.device) -> Tensor:
+    """(T, T) boolean: causal, and for ``sliding_attention`` keys within the last ``window`` positions
+    (transformers' ``sliding_window_overlay``: ``kv > q - window``)."""
+    q = torch.arange(width, device=device)[:, None]
+    kv = torch.arange(width, device=device)[None]
+    allowed = kv <= q
+    if kind == "sliding_attention" and window:
+        allowed = allowed & (kv > q - window)
+    return allowed
+
+
+def attention_masks(config: object, key_mask: Tensor, dtype: torch.dtype) -> Tensor | dict[str, Tensor]:
+    """The 4-D masks transformers would build from the 2-D ``key_mask`` (b, T), built here without inspecting values.
+
+    Models with ``config.layer_types`` (Gemma 2, Qwen 3) take a mapping layer type -> mask; the others one mask, with
+    the sliding window when ``config.sliding_window`` is set (Mistral). Eager attention adds its mask (0 / dtype's
+    minimum); SDPA takes booleans.
+    """
+    width, device = key_mask.shape[-1], key_mask.device
+    window = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None)
+    kinds = sorted(set(types)) if types else ["sliding_attention" if window else "full_attention"]
+    eager = getattr(config, "_attn_implementation", "sdpa") == "eager"
+    masks = {}
+    for kind in kinds:
+        allowed = _pattern(kind, width, window, device)[None, None] & key_mask.bool()[:, None, None, :]
+        masks[kind] = torch.where(allowed, 0.0, torch.finfo(dtype).min).to(dtype) if eager else allowed
+    return masks if types else masks[kinds[0]]
+
+
+class _Bound:
+    """``model`` called with ``weights`` in place of its trainable parameters (``torch.func.functional_call``), so
+    ``token_losses`` can call it like the module itself."""
+
+    def __init__(self, model: nn.Module, weights: dict[str, Tensor], call: Callable) -> None:
+        self.model, self.weights, self.call = model, weights, call
+
+    def __call__(self, **kwargs: Tensor):
+        return self.call(self.model, self.weights, args=(), kwargs=kwargs, strict=False)
+
+
+def language_gradients(engine: str, model: nn.Module, inputs: dict[str, Tensor], params: Sequence[nn.Parameter],
+                       token_losses: TokenLosses) -> LanguageGradients:
+    """The rows by ``engine`` (one of :data:`GRAD_ENGINES`)."""
+    if engine == "loop":
+        return loop_gradients(model, inputs, params, token_losses)
+    if engine == "vmap":
+        return vmap_gradients(model, inputs, params, token_losses)
+    raise ValueError(f"unknown grad_engine {engine!r}; known: {', '.join(GRAD_ENGINES)}")
