@@ -1,0 +1,156 @@
+"""Benchmark of one gradient step by route, on a tiny twin: time and peak memory against joint SFT in the same process.
+
+``python -m harness.train.bench --arch llama --k 4 8 16 --out results/bench/grad_engine.json`` (``nox -s bench``
+runs it through ``tests/bench/test_grad_engine_bench.py``). For each K (languages, ``b`` rows each, width ``T``) and
+route, the median wall time of a step after one warm-up step, and the peak resident memory above the memory held
+before the step (Linux VmHWM, reset before every step; large allocations are mmapped so a freed tensor leaves the
+resident set, see ``MALLOC_MMAP_THRESHOLD_`` in the test):
+
+* ``joint``: the mean of the K language losses, one forward/backward of K·b rows (joint SFT);
+* ``loop`` / ``vmap``: the K per-language gradients (:mod:`harness.train.grad_engine`), their whole-vector Gram,
+  MGDA, the combination written into ``.grad`` (a full-MGDA step; K×P float32 rows);
+* ``loop_buckets``: the ``loop`` rows weighted per DDP bucket of ``bucket_cap_mb`` (a Bucket-Level MOO step);
+* ``autogram``: TorchJD's Gramian engine (``torchjd.autogram.Engine``, batch dim 0) for the per-example Gram of one
+  forward, reduced to the K×K language Gram, MGDA, then one backward of the weighted losses: the same full-MGDA
+  direction without K×P rows (the peer the issue names; whole vector only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+ROUTES = ("joint", "loop", "vmap", "loop_buckets", "autogram")
+
+
+def random_batch(vocab: int, k: int, b: int, width: int, seed: int = 0) -> dict[str, Tensor]:
+    """K languages × b rows of random tokens, full width, loss on the last two thirds (speed only, never quality)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(8, vocab, (k * b, width), generator=g)
+    labels = ids.clone()
+    labels[:, : width // 3] = -100
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels,
+            "language": torch.arange(k).repeat_interleave(b)}
+
+
+def _mgda_step(model: nn.Module, inputs: dict[str, Tensor], engine: str, blocks: Any) -> None:
+    from harness.buckets import write_flat_grads
+    from harness.moo.blocks import BlockRule, block_directions, block_grams
+    from harness.moo.weightings import weighting
+    from harness.train.grad_engine import language_gradients
+    from harness.train.sft import token_losses
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    rows = language_gradients(engine, model, inputs, params, token_losses).rows
+    rule = BlockRule(weighting("mgda"))
+    coeffs = rule.coefficients(block_grams(rows, blocks), 0, blocks)
+    write_flat_grads(params, block_directions(rows, blocks, coeffs))
+
+
+def _language_weights(inputs: dict[str, Tensor], counts: Tensor, k: int) -> Tensor:
+    """S (K × rows): language loss k = Σ_i S[k, i] · (sum of row i's token losses)."""
+    s = torch.zeros(k, counts.shape[0], dtype=torch.float64)
+    for lang in range(k):
+        sel = inputs["language"] == lang
+        s[lang, sel] = 1.0 / float(counts[sel].sum())
+    return s
+
+
+def _autogram_step(model: nn.Module, inputs: dict[str, Tensor], engine: Any, k: int) -> None:
+    from harness.moo.weightings import weighting
+    from harness.train.sft import token_losses
+
+    sums, counts = token_losses(model, inputs)
+    s = _language_weights(inputs, counts, k)
+    per_example = engine.compute_gramian(sums).to(torch.float64)
+    coeffs = weighting("mgda")(s @ per_example @ s.T)
+    (sums * (coeffs @ s).to(sums.dtype)).sum().backward()
+
+
+def step_function(route: str, model: nn.Module, inputs: dict[str, Tensor], k: int,
+                  bucket_cap_mb: float) -> Callable[[], None]:
+    """The step of ``route`` as a closure (layouts and engines built once, outside the timing)."""
+    from harness.moo.blocks import model_blocks
+    from harness.train.sft import language_losses
+
+    if route == "joint":
+        return lambda: torch.stack(list(language_losses(model, inputs).values())).mean().backward()
+    if route in ("loop", "vmap"):
+        whole = model_blocks(model, "whole")
+        return lambda: _mgda_step(model, inputs, route, whole)
+    if route == "loop_buckets":
+        buckets = model_blocks(model, "ddp_bucket", bucket_cap_mb)
+        return lambda: _mgda_step(model, inputs, "loop", buckets)
+    if route == "autogram":
+        from torchjd.autogram import Engine
+
+        engine = Engine(model, batch_dim=0)
+        return lambda: _autogram_step(model, inputs, engine, k)
+    raise ValueError(f"unknown route {route!r}; known: {', '.join(ROUTES)}")
+
+
+def measure(route: str, arch: str, k: int, b: int, width: int, steps: int, bucket_cap_mb: float) -> dict[str, float]:
+    """Median step time (s) and peak memory above the pre-step level (MB) of ``route``, fresh model per route."""
+    from harness.distributed.accounting import current_rss_mb, peak_memory_mb, reset_peak_memory
+    from harness.models.loading import load_model
+
+    model = load_model(arch, "tiny")[0]
+    model.train()
+    inputs = random_batch(model.config.vocab_size, k, b, width)
+    step = step_function(route, model, inputs, k, bucket_cap_mb)
+    times, peaks = [], []
+    for i in range(steps + 1):
+        model.zero_grad(set_to_none=True)
+        before = current_rss_mb()
+        reset_peak_memory()
+        t0 = time.perf_counter()
+        step()
+        elapsed = time.perf_counter() - t0
+        if i:  # the first step pays for lazy initialisation
+            times.append(elapsed)
+            peaks.append(peak_memory_mb() - before)
+    return {"step_time_s": statistics.median(times), "peak_mem_above_start_mb": max(peaks)}
+
+
+def run(arch: str, ks: list[int], routes: list[str], b: int, width: int, steps: int,
+        bucket_cap_mb: float) -> dict[str, Any]:
+    torch.manual_seed(0)
+    results: dict[str, Any] = {}
+    for k in ks:
+        rows = {route: measure(route, arch, k, b, width, steps, bucket_cap_mb) for route in routes}
+        base = rows.get("joint")
+        for row in rows.values():
+            if base:
+                row["time_vs_joint"] = row["step_time_s"] / base["step_time_s"]
+                row["mem_vs_joint"] = row["peak_mem_above_start_mb"] / max(base["peak_mem_above_start_mb"], 1e-9)
+        results[f"K={k}"] = rows
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", default="llama")
+    p.add_argument("--k", type=int, nargs="+", default=[4, 8, 16])
+    p.add_argument("--routes", nargs="+", default=list(ROUTES))
+    p.add_argument("--rows-per-language", type=int, default=4)
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--bucket-cap-mb", type=float, default=0.25)
+    p.add_argument("--out", type=Path, required=True)
+    a = p.parse_args(argv)
+    results = run(a.arch, a.k, a.routes, a.rows_per_language, a.width, a.steps, a.bucket_cap_mb)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps({"settings": vars(a) | {"out": str(a.out)}, "results": results}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
