@@ -1,7 +1,9 @@
 """Language-per-rank assignment (DESIGN.md, "Execution modes", 2).
 
 Every rank trains on ONE language per optimizer step (language-homogeneous batches):
-- N >= K: N/K ranks per language, contiguous groups (rank r -> language r // (N/K)); N must be a multiple of K;
+- N >= K: contiguous groups of ranks per language; when K does not divide N the first N mod K languages get one rank
+  more (N = 8, K = 6: groups of 2, 2, 1, 1, 1, 1). Every language gradient is the mean over its group, and joint
+  SFT's `mean` hook weights languages, not ranks (`language_weight`), so a language never counts twice;
 - N <  K: languages rotate over steps, rank r at step s -> language (s·N + r) mod K; each step then holds N distinct
   languages and the weighting is applied to those N language gradients.
 The language gradient of a step is the mean of the gradients of the ranks that share the language.
@@ -49,21 +51,32 @@ class StepAssignment:
         return a
 
 
+    def language_weight(self, rank: int) -> float:
+        """What rank ``rank``'s gradient counts for in the language-balanced mean, (1/K_eff) · (1/|its group|): with
+        even groups 1/N, so the mean hook's all-reduce of ``buf · weight`` is plain DDP averaging."""
+        return 1.0 / (len(self.languages) * len(self.group(self.rank_language[rank])))
+
+    @property
+    def even(self) -> bool:
+        return len({len(self.group(lang)) for lang in self.languages}) == 1
+
+
 def check_world(world_size: int, n_languages: int) -> None:
     if world_size < 1 or n_languages < 1:
         raise AssignmentError(f"need at least one rank and one language (got N={world_size}, K={n_languages})")
-    if world_size >= n_languages and world_size % n_languages != 0:
-        raise AssignmentError(
-            f"{world_size} ranks cannot be split evenly over {n_languages} languages: with N >= K every language needs "
-            f"N/K ranks, so N must be a multiple of K (use N = {n_languages * (world_size // n_languages)} or "
-            f"{n_languages * (world_size // n_languages + 1)}, or N < K for rotation)")
+
+
+def group_sizes(world_size: int, n_languages: int) -> list[int]:
+    """Ranks per language for N >= K: N // K each, one more for the first N mod K languages."""
+    per, extra = divmod(world_size, n_languages)
+    return [per + (lang < extra) for lang in range(n_languages)]
 
 
 def assign(world_size: int, n_languages: int, step: int) -> StepAssignment:
     check_world(world_size, n_languages)
     if world_size >= n_languages:
-        per = world_size // n_languages
-        return StepAssignment(step, tuple(r // per for r in range(world_size)))
+        sizes = group_sizes(world_size, n_languages)
+        return StepAssignment(step, tuple(lang for lang, size in enumerate(sizes) for _ in range(size)))
     return StepAssignment(step, tuple((step * world_size + r) % n_languages for r in range(world_size)))
 
 
@@ -88,8 +101,10 @@ def describe(world_size: int, n_languages: int, languages: list[str], steps: int
     shown = min(steps, max(1, n_languages)) if mode == "rotation" else 1
     return {
         "world_size": world_size, "languages": languages, "mode": mode,
-        "ranks_per_language": world_size // n_languages if mode == "groups" else None,
+        "ranks_per_language": dict(zip(languages, group_sizes(world_size, n_languages), strict=True))
+        if mode == "groups" else None,
         "steps": {s: [languages[lang] for lang in assign(world_size, n_languages, s).rank_language]
                   for s in range(shown)},
-        "rule": ("rank r -> language r // (N/K)" if mode == "groups" else "rank r at step s -> language (s*N + r) mod K"),
+        "rule": ("contiguous groups: N // K ranks per language, one more for the first N mod K languages"
+                 if mode == "groups" else "rank r at step s -> language (s*N + r) mod K"),
     }

@@ -121,7 +121,10 @@ class DistEngine:
         self.cfg, self.train, self.n_languages = cfg, train, n_languages
         self.batch_fn, self.loss_fn = batch_fn, loss_fn
         self.world, self.rank = dist.get_world_size(group), dist.get_rank(group)
-        assign(self.world, n_languages, 0)  # fails early with a clear message if N and K do not fit
+        if cfg.hook == "ddp" and not assign(self.world, n_languages, 0).even:
+            raise ValueError(f"hook 'ddp' (DDP's own all-reduce) averages ranks, and with {self.world} ranks over "
+                             f"{n_languages} languages some languages have more ranks: use hook 'mean', which weights "
+                             "every language equally")
         self.model = model
         self.ddp = DDP(model, bucket_cap_mb=cfg.bucket_cap_mb, process_group=group,
                        device_ids=[torch.cuda.current_device()] if next(model.parameters()).is_cuda else None,

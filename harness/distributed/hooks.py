@@ -175,7 +175,13 @@ def _done(t: torch.Tensor) -> torch.futures.Future:
 
 
 def _mean(state: HookState, buf: torch.Tensor) -> torch.Tensor:
-    buf.div_(state.comm.world)  # divide first, as torch's allreduce_hook (and the reducer) do
+    """The language-balanced mean: rank r's bucket times 1/(K_eff·|group(r)|), summed. With even groups that is a
+    division by N first, as torch's allreduce_hook (and the reducer) do, and bit-identical to it."""
+    a = state.assignment
+    if a is None or a.even:
+        buf.div_(state.comm.world)
+    else:
+        buf.mul_(a.language_weight(state.comm.rank))
     return state.comm.all_reduce(buf)
 
 

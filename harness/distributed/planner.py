@@ -265,8 +265,7 @@ def plan_rows(models: list[str], worlds: list[int], languages: int, bucket_cap_m
                     for method, (hook, _) in (methods or METHODS).items():
                         b = predict_bytes(f, hook, n, languages, sharding)
                         m = predict_memory(f, hook, n, languages, sharding, wl)
-                        runnable = "yes" if (n < languages or n % languages == 0) else \
-                            f"no: N={n} is not a multiple of K={languages}"
+                        runnable = "yes"
                         rows.append(PlanRow(name, f.params_total / 1e9, f.params_trainable / 1e9, f.n_buckets,
                                             finetune, sharding, n, languages, method, hook, b["total"] / GB,
                                             b["ratio_allreduce"], b.get("weights_all_gather", 0.0) / GB,

@@ -99,8 +99,10 @@ def simulate(model: torch.nn.Module, cfg: EngineConfig, train: TrainConfig, worl
             rank_grads.append({n: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
                                for n, p in named})
         model.zero_grad(set_to_none=True)
-        if step < cfg.warmup_steps or hook == "mean":
+        if (step < cfg.warmup_steps or hook == "mean") and a.even:
             update = {n: torch.stack([g[n] for g in rank_grads]).mean(0) for n, _ in named}
+        elif step < cfg.warmup_steps or hook == "mean":  # uneven groups: languages count, not ranks
+            update = {n: sum(rank_grads[r][n] * a.language_weight(r) for r in range(world)) for n, _ in named}
         else:
             lang_grads = {n: torch.stack([torch.stack([rank_grads[r][n] for r in a.group(lang)]).mean(0)
                                           for lang in a.languages]) for n, _ in named}

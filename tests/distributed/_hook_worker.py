@@ -78,3 +78,17 @@ def hook_worker(rank: int, world: int, out_dir: str, runs: list[dict[str, Any]])
         dist.barrier()
     if rank == 0:
         (out / "done.json").write_text(json.dumps({"world": world, "runs": [r["name"] for r in runs]}))
+
+
+def refusal_worker(rank: int, world: int, out_dir: str, run: dict[str, Any]) -> None:
+    """Build the engine of ``run`` and write the error it raises (rank 0) to ``<name>.err``."""
+    from harness.distributed.engine import DistEngine, token_mean_loss
+
+    model, cfg, train, batch_fn = engine_parts(run)
+    try:
+        DistEngine(model, cfg, train, run_spec(run)["languages"], batch_fn, token_mean_loss)
+        message = "no error"
+    except ValueError as err:
+        message = str(err)
+    if rank == 0:
+        (Path(out_dir) / f"{run['name']}.err").write_text(message)

@@ -18,11 +18,19 @@ def test_groups_when_n_at_least_k():
     assert mix.tolist() == [[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.5, 0.5]]
 
 
-def test_uneven_world_is_a_clear_error():
-    with pytest.raises(AssignmentError, match="multiple of K"):
-        assign(3, 2, 0)
-    with pytest.raises(AssignmentError, match="cannot be split evenly"):
-        assign(6, 4, 0)
+def test_uneven_groups_when_k_does_not_divide_n():
+    """8 GPUs for the paper's 6 seen languages: groups of 2, 2, 1, 1, 1, 1; the language-balanced mean weights each
+    language 1/K whatever its group size, so joint SFT does not count en and fr twice."""
+    a = assign(8, 6, step=3)
+    assert a.rank_language == (0, 0, 1, 1, 2, 3, 4, 5) and not a.even
+    assert [len(a.group(lang)) for lang in a.languages] == [2, 2, 1, 1, 1, 1]
+    weights = [a.language_weight(r) for r in range(8)]
+    assert weights[:4] == [1 / 12] * 4 and weights[4:] == [1 / 6] * 4 and abs(sum(weights) - 1) < 1e-15
+    assert a.mixing_matrix()[0].tolist() == [0.5, 0.5, 0, 0, 0, 0, 0, 0]
+    assert assign(4, 2, 0).even and assign(4, 2, 0).language_weight(3) == 1 / 4
+    assert describe(8, 6, ["en", "fr", "de", "es", "it", "pt"], 10)["ranks_per_language"]["de"] == 1
+    with pytest.raises(AssignmentError, match="at least one rank"):
+        assign(0, 2, 0)
 
 
 def test_rotation_when_n_below_k():

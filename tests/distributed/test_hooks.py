@@ -109,3 +109,24 @@ def test_two_ranks_four_languages_rotation(tmp_path):
         assert all(res["identical"]), r["name"]
         _check_bytes(res, 2)
         assert _max_diff(res["state"], _simulated(res, 2)) < 1e-5, r["name"]
+
+
+def test_three_ranks_two_languages_uneven_groups(tmp_path):
+    """N = 3, K = 2 (groups of 2 and 1, as 8 GPUs for 6 languages): the language gradients are group means, joint
+    SFT's mean hook weights the two languages equally (not 2:1 by ranks), and every hook equals the simulation."""
+    runs = [{"name": "u_mean", "hook": "mean", "languages": 2, "steps": 3},
+            {"name": "u_sharded", "hook": "sharded", "languages": 2, "steps": 3},
+            {"name": "u_full", "hook": "full", "languages": 2, "steps": 3, "weighting": "pcgrad"}]
+    spawn(hook_worker, 3, str(tmp_path), runs)
+    for r in runs:
+        res = _load(tmp_path, r["name"])
+        assert all(res["identical"]), r["name"]
+        assert _max_diff(res["state"], _simulated(res, 3)) < 1e-5, r["name"]
+    assert _max_diff(_load(tmp_path, "u_sharded")["state"], _load(tmp_path, "u_mean")["state"]) > 1e-3
+
+
+def test_plain_ddp_is_refused_for_uneven_groups(tmp_path):
+    from tests.distributed._hook_worker import refusal_worker
+
+    spawn(refusal_worker, 3, str(tmp_path), {"name": "u_ddp", "hook": "ddp", "languages": 2})
+    assert "hook 'mean', which weights every language equally" in (tmp_path / "u_ddp.err").read_text()
