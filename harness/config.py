@@ -19,6 +19,11 @@ from harness.validate import suggest, to_dict
 CACHE_VERSION = 1
 
 
+# The languages of the controlled-interference lab (`data.source: interference`): synthetic, generated offline.
+LAB_LANGUAGES: frozenset[str] = frozenset(f"lab{i}" for i in range(1, 9))
+LAB_MAX_CONCEPTS = 40  # every lab language needs its own single-token surface word per concept (harness.data.interference)
+
+
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")  # names that become folder names under output_dir
 
 
@@ -52,7 +57,7 @@ class Languages:
             out.append(("seen", "needs at least one language"))
         for group in ("seen", "unseen"):
             for i, code in enumerate(getattr(self, group)):
-                if code not in KNOWN_LANGUAGES:
+                if code not in KNOWN_LANGUAGES and code not in LAB_LANGUAGES:
                     out.append((f"{group}[{i}]", f"unknown language {code!r}{suggest(code, KNOWN_LANGUAGES)}"))
         overlap = set(self.seen) & set(self.unseen)
         if overlap:
@@ -71,15 +76,24 @@ class Languages:
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
-    source: Literal["chatterbot", "hub", "json"] = "chatterbot"
+    source: Literal["chatterbot", "hub", "json", "interference"] = "chatterbot"
     max_examples_per_language: int = 200
     heldout_fraction: float = 0.2
+    # training examples of individual languages (imbalance); the others keep max_examples_per_language
+    examples_per_language: dict[str, int] = field(default_factory=dict)
     # hub / json sources: a dataset id or local file(s) with one row per example
     path: str | None = None
     split: str = "train"
     language_field: str = "language"
     prompt_field: str = "prompt"
     response_field: str = "response"
+    # interference source (docs/interference_lab.md): languages lab1..lab8 over one shared lexical task
+    seed: int = 0  # the generated data depend on this seed only, never on the run seed
+    conflict: float = 0.0  # fraction of concepts whose answer the `dissenters` contest
+    relatedness: float = 1.0  # fraction of concepts with one surface word shared by all languages
+    dissenters: tuple[str, ...] = ()  # languages that demand the alternative answer on contested concepts
+    concepts: int = 32
+    item_length: int = 4  # concepts per item (words in the prompt and in the answer)
 
     def check(self) -> list[tuple[str, str]]:
         out = []
@@ -89,6 +103,29 @@ class DataConfig:
             out.append(("heldout_fraction", f"expected a number in (0, 1), got {self.heldout_fraction}"))
         if self.source in ("hub", "json") and not self.path:
             out.append(("path", f"source {self.source!r} needs a dataset id or file path"))
+        for lang, n in self.examples_per_language.items():
+            if n <= 0:
+                out.append((f"examples_per_language.{lang}", f"expected a positive integer, got {n}"))
+        return out + self._check_lab()
+
+    def _check_lab(self) -> list[tuple[str, str]]:
+        out = []
+        if self.source != "interference":
+            defaults = DataConfig()
+            for key in ("seed", "conflict", "relatedness", "dissenters", "concepts", "item_length"):
+                if getattr(self, key) != getattr(defaults, key):
+                    out.append((key, f"only used by source: interference (the source is {self.source!r})"))
+            return out
+        for key in ("conflict", "relatedness"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                out.append((key, f"expected a number in [0, 1], got {getattr(self, key)}"))
+        if not 2 <= self.concepts <= LAB_MAX_CONCEPTS:
+            out.append(("concepts", f"expected an integer in [2, {LAB_MAX_CONCEPTS}], got {self.concepts}"))
+        if self.item_length <= 0:
+            out.append(("item_length", f"expected a positive integer, got {self.item_length}"))
+        for i, code in enumerate(self.dissenters):
+            if code not in LAB_LANGUAGES:
+                out.append((f"dissenters[{i}]", f"not a lab language: {code!r}{suggest(code, LAB_LANGUAGES)}"))
         return out
 
 
@@ -143,6 +180,7 @@ class EvalConfig:
     lm_eval_tasks: dict[str, str] = field(default_factory=dict)  # full scale: lm-eval task name -> language
     batch_size: int = 16
     limit: int | None = None
+    bootstrap_iters: int = 100  # lm-eval's standard errors (a closed form for acc, a bootstrap for f1 & co.); 0: none
 
     def check(self) -> list[tuple[str, str]]:
         out = []  # task names are checked against the evaluation registry by harness.suite
@@ -151,6 +189,8 @@ class EvalConfig:
                 out.append((f"lm_eval_tasks.{task}", f"unknown language {lang!r}{suggest(lang, KNOWN_LANGUAGES)}"))
         if self.mc_items_per_language <= 0 or self.batch_size <= 0:
             out.append(("mc_items_per_language", "mc_items_per_language and batch_size must be positive"))
+        if self.bootstrap_iters < 0:
+            out.append(("bootstrap_iters", f"expected a non-negative integer (0: no standard errors), got {self.bootstrap_iters}"))
         return out
 
 
@@ -202,6 +242,7 @@ class MethodSpec:
 class Suite:
     suite: SuiteInfo
     scale: Literal["tiny", "full"] = "tiny"
+    init: Literal["random", "pretrained"] = "random"  # tiny twins: seeded random weights, or pre-trained on the corpus
     models: tuple[str, ...]
     languages: Languages
     data: DataConfig = field(default_factory=DataConfig)
@@ -234,11 +275,37 @@ class Suite:
                         out.append((f"languages.{group}[{i}]",
                                     f"no offline data for {code!r} in chatterbot-corpus; available: "
                                     f"{', '.join(sorted(OFFLINE_LANGUAGES))}"))
+        if self.init == "pretrained" and self.scale != "tiny":
+            out.append(("init", "pretrained bases exist for the tiny twins only (scale: tiny); full-scale models "
+                                "are pre-trained already"))
+        return out + self._check_lab_languages()
+
+    def _check_lab_languages(self) -> list[tuple[str, str]]:
+        out = []
+        lab = self.data.source == "interference"
+        for group in ("seen", "unseen"):
+            for i, code in enumerate(getattr(self.languages, group)):
+                if lab and code not in LAB_LANGUAGES:
+                    out.append((f"languages.{group}[{i}]", f"source interference generates languages "
+                                f"{', '.join(sorted(LAB_LANGUAGES))}, not {code!r}"))
+                elif not lab and code in LAB_LANGUAGES:
+                    out.append((f"languages.{group}[{i}]", f"{code!r} is a lab language: it needs "
+                                "data.source: interference"))
+        if lab:
+            for lang in self.data.examples_per_language:
+                if lang not in self.languages.all:
+                    out.append((f"data.examples_per_language.{lang}", "not a language of the suite"))
+            seen = self.languages.seen
+            camps = {code in self.data.dissenters for code in seen}
+            if self.data.conflict > 0 and camps != {True, False}:
+                out.append(("data.dissenters", f"conflict {self.data.conflict} needs both camps among the seen "
+                            f"languages: some in dissenters (now {list(self.data.dissenters)}) and some not"))
         return out
 
     def resolved(self) -> dict[str, Any]:
         data = to_dict(self)
         data.pop("source", None)
+        _drop_new_defaults(data, _ADDED_LATER)
         return data
 
     def config_hash(self) -> str:
@@ -255,3 +322,21 @@ class Suite:
         if seed is not None:
             out = replace(out, seeds=(seed,))
         return out
+
+
+# Keys added after config hashes were recorded (golden records, MLflow runs): left out of the resolved config while
+# they hold their default, so a suite that does not use them keeps its config hash.
+_ADDED_LATER: dict[str, Any] = {
+    "init": "random",
+    "data": {"examples_per_language": {}, "seed": 0, "conflict": 0.0, "relatedness": 1.0, "dissenters": [],
+             "concepts": 32, "item_length": 4},
+    "eval": {"bootstrap_iters": 100},
+}
+
+
+def _drop_new_defaults(data: dict[str, Any], defaults: dict[str, Any]) -> None:
+    for key, default in defaults.items():
+        if isinstance(default, dict) and default and isinstance(data.get(key), dict):
+            _drop_new_defaults(data[key], default)
+        elif key in data and data[key] == default:
+            del data[key]

@@ -38,7 +38,8 @@ def run_plots(tracker: Any, suite: Suite, metrics: dict[str, float], out_dir: Pa
         if keys:
             row = Row("", suite.methods[0].display if len(suite.methods) == 1 else "run", 1,
                       {k: Cell([metrics[f"eval/{metric}/{k}"]], ["0"]) for k in keys})
-            table = Table(metric, [k for k in keys if k in langs], keys, [row])
+            chance = {k: metrics[f"eval/{metric}/{k}/chance"] for k in keys if f"eval/{metric}/{k}/chance" in metrics}
+            table = Table(metric, [k for k in keys if k in langs], keys, [row], chance=chance)
             made.append(plots.score_bars(table, out_dir / f"eval_{metric}.png"))
     if tracker.client is not None:
         data = tracker.client.get_run(tracker.run_id).data.metrics

@@ -1,5 +1,6 @@
 """Collect: a suite's finished training runs from the MLflow store, as a pandas table (one row per run, columns
-`tags.polymoo.*` and `metrics.*`), the latest run of every (model, method, seed, world size).
+`tags.polymoo.*`, `params.*` and `metrics.*`), the latest run of every (model, method, seed, world size, settings):
+a run with other settings is a row of its own, never a rerun (`harness.leaderboard.settings`).
 
 MLflow itself is reached through `harness.tracking` only.
 """
@@ -8,17 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.leaderboard.settings import SETTINGS_COL, with_settings
+
 WORLD_TAG = "tags.polymoo.world_size"
 
 
 def latest_per_seed(runs: Any) -> Any:
-    """Keep the latest run of every (model, method, seed, world size): a rerun supersedes, it does not add a seed."""
+    """Keep the latest run of every (model, method, seed, world size, settings hash): a rerun with the same settings
+    supersedes, it does not add a seed; a run with other settings supersedes nothing."""
     cols = ["tags.polymoo.model", "tags.polymoo.method", "tags.polymoo.seed"]
     if WORLD_TAG in runs.columns:
         cols.append(WORLD_TAG)
     if len(runs) == 0 or not all(c in runs.columns for c in cols) or "start_time" not in runs.columns:
         return runs
-    return runs.sort_values("start_time").drop_duplicates(cols, keep="last").sort_index()
+    runs = with_settings(runs)
+    return runs.sort_values("start_time", kind="stable").drop_duplicates([*cols, SETTINGS_COL], keep="last").sort_index()
 
 
 def fetch_runs(experiment: str, uri: str | None = None, latest_only: bool = True) -> Any:

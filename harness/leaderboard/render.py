@@ -18,7 +18,7 @@ def _header(table: Table) -> list[str]:
         extra.append(f"Δ{g.replace('_mean', '')}")
         if table.has_tests:
             extra.append(f"p({g.replace('_mean', '')})")
-    return ["model", "method", "seeds", *names, *extra]
+    return ["model", "method", *(["config"] if table.has_configs else []), "n", *names, *extra]
 
 
 def _delta(t: SigTest | None) -> str:
@@ -33,8 +33,13 @@ def _p(t: SigTest | None) -> str:
     return f"{t.p:.3f}" + (" (paired)" if t.kind == "paired" else " (welch)")
 
 
+def _config(row: Row) -> list[str]:
+    return [row.config[:8] + "".join(f" †{m}" for m in row.marks)]
+
+
 def _cells(table: Table, row: Row) -> list[str]:
-    out = [row.model, row.method, str(row.seeds), *(row.cells[k].fmt() for k in table.columns)]
+    out = [row.model, row.method, *(_config(row) if table.has_configs else []), str(row.seeds),
+           *(row.cells[k].fmt(row_n=row.seeds) for k in table.columns)]
     for g in table.groups:
         out.append(_delta(row.tests.get(g)))
         if table.has_tests:
@@ -42,38 +47,69 @@ def _cells(table: Table, row: Row) -> list[str]:
     return out
 
 
+def _chance_cells(table: Table) -> list[str] | None:
+    """The chance-level line (multiple-choice scores only), or None when no cell has one."""
+    if not table.chance:
+        return None
+    before = 1 + int(table.has_configs)  # config, n
+    after = len(_header(table)) - 2 - before - len(table.columns)  # Δ and p columns
+    return ["chance", "1 / choices", *([""] * before),
+            *(f"{table.chance[k]:.3f}" if k in table.chance else "" for k in table.columns), *([""] * after)]
+
+
 def _legend(table: Table) -> str:
-    text = (f"metric eval/{table.metric}; mean ± sample std over seeds; Δ = mean − mean of {table.reference} "
-            f"(same model)")
+    text = (f"metric eval/{table.metric}; n = seeds; mean ± standard error over seeds (std / √n; a single seed shows "
+            f"no ±); Δ = mean − mean of {table.reference} (same model and settings)")
+    if table.has_item_se:
+        text += "; [x]: lm-eval's standard error of one run's score over the task's items, mean over seeds"
+    if table.chance:
+        text += "; chance: the score of guessing uniformly among a multiple-choice task's choices"
+    if table.has_configs:
+        text += ("; config: hash of the run's settings (its resolved suite without models / methods / seeds, and its "
+                 "method's options): runs with other settings are separate rows, never merged or superseded")
     if table.has_tests:
         text += (f"; p: two-sided t-test over seeds (paired by seed where ≥ {MIN_SEEDS_FOR_TEST} shared, else Welch); "
                  f"* p < {ALPHA}")
     return text + "."
 
 
+def _notes(table: Table) -> list[str]:
+    return [f"†{i} {note}." for i, note in enumerate(table.notes, 1)]
+
+
 def to_markdown(table: Table) -> str:
     head = _header(table)
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(_cells(table, r)) + " |" for r in table.rows]
-    return "\n".join(lines) + "\n\n" + _legend(table) + "\n"
+    chance = _chance_cells(table)
+    if chance:
+        lines.append("| " + " | ".join(chance) + " |")
+    text = "\n".join(lines) + "\n\n" + _legend(table) + "\n"
+    return text + ("\n" + "\n".join(f"- {n}" for n in _notes(table)) + "\n" if table.notes else "")
 
 
 def to_csv(table: Table) -> str:
+    """One line per row: per cell mean, std, sem (over seeds), n and lm-eval's item stderr, then chance per cell
+    (the same on every line), the config hash and the footnotes of the row."""
     import csv
     import io
 
     buf = io.StringIO()
     writer = csv.writer(buf)
-    head = ["model", "method", "seeds", *(f"{k}_{s}" for k in table.columns for s in ("mean", "std"))]
+    stats = ("mean", "std", "sem", "n", "item_se")
+    head = ["model", "method", "config", "seeds", *(f"{k}_{s}" for k in table.columns for s in stats)]
+    head += [f"{k}_chance" for k in table.columns if k in table.chance]
     head += [f"{c}_{g.replace('_mean', '')}" for g in table.groups for c in ("delta", "p", "test")]
-    writer.writerow(head)
+    writer.writerow([*head, "notes"])
     for r in table.rows:
-        line: list[Any] = [r.model, r.method, r.seeds]
-        line += [v for k in table.columns for v in (r.cells[k].mean, r.cells[k].std)]
+        line: list[Any] = [r.model, r.method, r.config, r.seeds]
+        line += [v for k in table.columns for v in (r.cells[k].mean, r.cells[k].std, r.cells[k].sem, r.cells[k].n,
+                                                    r.cells[k].item_stderr)]
+        line += [table.chance[k] for k in table.columns if k in table.chance]
         for g in table.groups:
             t = r.tests.get(g, SigTest())
             line += [t.delta, t.p, t.kind]
-        writer.writerow(line)
+        writer.writerow([*line, " ".join(_notes(table)[m - 1] for m in r.marks)])
     return buf.getvalue()
 
 
@@ -93,14 +129,20 @@ def to_html(table: Table, title: str) -> str:
         body += "<tr>" + "".join(
             f"<td data-v='{html.escape(_sort_key(c))}'{' class=sig' if c.endswith('*') else ''}>{html.escape(c)}</td>"
             for c in cells) + "</tr>\n"
+    chance = _chance_cells(table)
+    foot = ("<tfoot><tr class=chance>" + "".join(f"<td>{html.escape(c)}</td>" for c in chance) + "</tr></tfoot>"
+            if chance else "")
+    notes = "".join(f"<p class=note>{html.escape(n)}</p>" for n in _notes(table))
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:1.5em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}}td:nth-child(-n+2){{text-align:left}}
 th{{cursor:pointer;background:#eee;position:sticky;top:0}}th:hover{{background:#ddd}}td.sig{{font-weight:bold}}
-tr:nth-child(even){{background:#fafafa}}</style></head><body><h1>{html.escape(title)}</h1>
+tr:nth-child(even){{background:#fafafa}}tr.chance td{{color:#666;font-style:italic;border-top:2px solid #999}}
+p.note{{font-size:90%;margin:.3em 0}}</style></head><body><h1>{html.escape(title)}</h1>
 <p>{html.escape(_legend(table))}</p>
 <table id="lb"><thead><tr>{head}</tr></thead><tbody>
-{body}</tbody></table>
+{body}</tbody>{foot}</table>
+{notes}
 <script>let col=-1,dir=1;function sortBy(c){{const t=document.getElementById('lb').tBodies[0];
 dir=(c===col)?-dir:1;col=c;const rows=[...t.rows];rows.sort((a,b)=>{{
 const x=a.cells[c].dataset.v,y=b.cells[c].dataset.v;

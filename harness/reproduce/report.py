@@ -136,6 +136,7 @@ def _plots(suite: Suite, runs: Any, tables: dict[str, Any], out: Path, notes: li
         notes.append("training curves: no run logged train/loss/<lang> (the self-rewarding loop logs DPO metrics "
                      "instead), so there are none")
     made.append(curves)
+    made.append(_delta_plot(runs, tables, out, uri, notes))
     cos = plots.histories_from_mlflow(runs, "moo/cos/", uri)
     drawn = False
     for label, per in cos.items():
@@ -148,6 +149,20 @@ def _plots(suite: Suite, runs: Any, tables: dict[str, Any], out: Path, notes: li
         notes.append("conflict heatmap: no run logged moo/cos/<a>-<b> metrics (joint SFT computes no per-language "
                      "gradients), so there is none")
     return [p for p in made if p is not None]
+
+
+def _delta_plot(runs: Any, tables: dict[str, Any], out: Path, uri: str | None, notes: list[str]) -> Path | None:
+    """Training loss minus the reference's, paired by model, seed and settings (mean ± s.e. over seeds)."""
+    from harness import plots
+    from harness.leaderboard.curves import delta_curves, run_curves
+
+    reference = tables["primary"].reference
+    path = plots.delta_curves(delta_curves(run_curves(runs, "train/loss/", uri), reference),
+                              out / "plots" / "training_delta.png", reference)
+    if path is None:
+        notes.append(f"training Δ curves: no method has a {reference} run of the same model, seed and settings with "
+                     "train/loss/<lang> histories, so there are none")
+    return path
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:

@@ -44,11 +44,15 @@ def test_harness_equals_lm_eval_cli_path(checkpoint, tmp_path):
     model, tok, _ = load_checkpoint(checkpoint)
     ours = run_lm_eval(model, tok, list(mapping), task_dir, batch_size=8)
     direct = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={checkpoint},dtype=float32",
-                                     tasks=list(mapping), batch_size=8, device="cpu", bootstrap_iters=0,
+                                     tasks=list(mapping), batch_size=8, device="cpu", bootstrap_iters=100,
                                      task_manager=TaskManager(include_path=str(task_dir), include_defaults=False))
     for task in mapping:
-        for key in ("acc,none", "acc_norm,none"):
+        for key in ("acc,none", "acc_norm,none", "acc_stderr,none", "acc_norm_stderr,none"):
             assert ours["results"][task][key] == pytest.approx(direct["results"][task][key], abs=1e-12), (task, key)
-    # the group file aggregates the same per-language tasks
-    assert set(accuracies(ours, mapping)) == {f"eval/acc/{lang}" for lang in LANGS}
+    # the group file aggregates the same per-language tasks; each score carries lm-eval's stderr and the chance level
+    scores = accuracies(ours, mapping)
+    assert set(scores) == {f"eval/acc/{lang}{part}" for lang in LANGS for part in ("", "/stderr", "/chance")}
+    for task, lang in mapping.items():
+        assert scores[f"eval/acc/{lang}/stderr"] == direct["results"][task]["acc_stderr,none"] > 0
+        assert scores[f"eval/acc/{lang}/chance"] == pytest.approx(0.25)  # the CLDR items have 4 choices
     assert (task_dir / "_polymoo_babel_mc.yaml").exists()

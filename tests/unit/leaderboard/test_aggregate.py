@@ -82,6 +82,7 @@ def test_aggregate_known_values(store):
     en = [s["en"] for s in VALUES[("llama", "joint_sft")]]
     assert ref.cells["en"].mean == pytest.approx(statistics.fmean(en))
     assert ref.cells["en"].std == pytest.approx(statistics.stdev(en))
+    assert ref.cells["en"].sem == pytest.approx(statistics.stdev(en) / math.sqrt(3))
     mo = _row(table, "llama", "bkmoo-mgda")
     seen = lambda rows: [_mean([r[x] for x in SEEN]) for r in rows]  # noqa: E731
     unseen = lambda rows: [_mean([r[x] for x in UNSEEN]) for r in rows]  # noqa: E731
@@ -153,7 +154,7 @@ def test_renderings(store):
 
     table = aggregate(fetch_runs(EXPERIMENT, store), "acc")
     md = to_markdown(table)
-    assert "| model | method | seeds | en | fr | sw | seen | unseen |" in md
+    assert "| model | method | n | en | fr | sw | seen | unseen |" in md  # synthetic runs log no config params
     assert "p(seen)" in md and "(paired)" in md
     rows = list(csv.DictReader(io.StringIO(to_csv(table))))
     mo = next(r for r in rows if r["method"] == "bkmoo-mgda")

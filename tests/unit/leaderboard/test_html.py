@@ -58,7 +58,7 @@ def test_html_well_formed_and_self_contained():
     parser = _Cells()
     parser.feed(page)
     header, *body = parser.rows
-    assert header[:5] == ["model", "method", "seeds", "en", "sw"] and "p(seen)" in header
+    assert header[:5] == ["model", "method", "n", "en", "sw"] and "p(seen)" in header
     assert len(body) == 3 and all(len(r) == len(header) for r in body)
     assert body[1][1] == "b<&>"  # escaped in the source, intact once parsed
     assert "b<&>" not in page
