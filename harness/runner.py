@@ -2,7 +2,9 @@
 
 The harness, not the method, builds the model and data, seeds, evaluates and records, so a comparison
 measures the method and nothing else. A run that fails is marked FAILED in MLflow with everything logged
-so far kept; `resume=True` skips finished runs and continues failed ones from their last checkpoint.
+so far kept (SIGTERM and Ctrl-C: KILLED); `resume=True` skips finished runs and continues failed ones from their last
+checkpoint, in the same MLflow run, with each step logged once (docs/tracking.md); `resume_changed=True` also accepts
+a changed suite and records the change. Rank 0 prints a header and a summary line per run on stderr.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -58,18 +61,45 @@ def _archive(run_dir: Path) -> None:
         run_dir.rename(run_dir.with_name(f"{run_dir.name}.{time.strftime('%Y%m%d-%H%M%S')}"))
 
 
-def run_suite(suite: Suite, resume: bool = False, dist: DistInfo | None = None) -> list[RunResult]:
+def run_suite(suite: Suite, resume: bool = False, dist: DistInfo | None = None,
+              resume_changed: bool = False) -> list[RunResult]:
+    """Every (model, method, seed) in order; rank 0 prints a header before each run and a summary line after it
+    (stderr, so stdout keeps the results table)."""
+    dist = dist or DistInfo()
+    plan = [(m, spec, seed) for m in suite.models for spec in suite.methods for seed in suite.seeds]
     results = []
-    for model in suite.models:
-        for method in suite.methods:
-            for seed in suite.seeds:
-                results.append(run_one(suite, model, method, seed, resume=resume, dist=dist or DistInfo()))
+    for i, (model, spec, seed) in enumerate(plan, 1):
+        _say(dist, f"run {i}/{len(plan)}: {model} · {spec.display} · seed {seed}")
+        started = time.perf_counter()
+        result = run_one(suite, model, spec, seed, resume=resume, dist=dist, resume_changed=resume_changed)
+        _say(dist, summary_line(i, len(plan), result, time.perf_counter() - started))
+        results.append(result)
     return results
 
 
+KEY_METRICS = ("eval/acc/seen_mean", "eval/acc/unseen_mean", "eval/loss/seen_mean", "eval/loss/unseen_mean",
+               "train/final_loss", "train/skipped_steps")
+
+
+def summary_line(i: int, n: int, result: RunResult, seconds: float) -> str:
+    """``run 3/14 FINISHED in 42.1 s: eval/loss/seen_mean 3.2100 · train/final_loss 3.0500`` (skipped steps only
+    when there were some)."""
+    shown = [f"{k} {v:.4f}" if k != "train/skipped_steps" else f"{k} {int(v)}" for k in KEY_METRICS
+             if (v := result.metrics.get(k)) is not None and (k != "train/skipped_steps" or v)]
+    return f"run {i}/{n} {result.status} in {seconds:.1f} s" + (f": {' · '.join(shown)}" if shown else "")
+
+
+def _say(dist: DistInfo, line: str) -> None:
+    if dist.is_main:
+        print(f"[polymoo] {line}", file=sys.stderr, flush=True)
+
+
 def run_one(suite: Suite, model_name: str, spec: MethodSpec, seed: int, resume: bool = False,
-            dist: DistInfo | None = None) -> RunResult:
+            dist: DistInfo | None = None, resume_changed: bool = False) -> RunResult:
+    """One MLflow run. `resume_changed` (implies `resume`) accepts a changed config for a resumed run and records
+    the change; without it a resume with a different resolved config is refused, naming the keys."""
     dist = dist or DistInfo()
+    resume = resume or resume_changed
     method = get_method(spec.name)
     options = method_options(spec)  # parsed once, when the suite was validated
     run_dir = run_dir_for(suite, model_name, spec, seed)
@@ -89,12 +119,13 @@ def run_one(suite: Suite, model_name: str, spec: MethodSpec, seed: int, resume: 
             "polymoo.family": method.family, "polymoo.method_version": method.version,
             "polymoo.world_size": dist.world_size}
     run_name = f"{model_name}/{spec.display}/seed{seed}"
-    tracker: Tracker = open_run(suite, run_name, tags, run_dir, resume) if dist.is_main else NullTracker()
+    tracker: Tracker = (open_run(suite, run_name, tags, run_dir, resume, accept_changes=resume_changed)
+                        if dist.is_main else NullTracker())
     try:
         with _killed_on_sigterm(dist):
             return _train_evaluate_record(suite, model_name, spec, seed, method, options, run_dir, tracker, dist,
                                           resume)
-    except Terminated:
+    except (Terminated, KeyboardInterrupt):  # a stop asked for (SIGTERM, Ctrl-C), not a failure
         tracker.finish("KILLED")
         raise
     except BaseException:
@@ -139,6 +170,7 @@ def _train_evaluate_record(suite: Suite, model_name: str, spec: MethodSpec, seed
                                        if suite.scale == "tiny" else {}),  # full scale: the hub revision names them
                                     "run.trainable_params": sum(p.numel() for p in model.parameters()
                                                                 if p.requires_grad)})
+    log_datasets(tracker, suite, data)
     run = RunContext(suite=suite, method=spec, model_name=model_name, seed=seed, model=model,
                      tokenizer=tokenizer, data=data, run_dir=run_dir, tracker=tracker, dist=dist, resume=resume)
     started = time.perf_counter()
@@ -147,7 +179,7 @@ def _train_evaluate_record(suite: Suite, model_name: str, spec: MethodSpec, seed
     metrics["perf/train_time_s"] = time.perf_counter() - started
     if dist.is_main:
         metrics |= evaluate_model(suite, outcome.model, tokenizer, data, run_dir / "eval", tracker)
-        tracker.log_metrics(metrics, step=suite.train.steps)
+        tracker.log_final_metrics(metrics, step=suite.train.steps)
         from harness.evaluate.run_plots import log_run_plots
 
         log_run_plots(tracker, suite, metrics, run_dir / "plots")
@@ -158,6 +190,17 @@ def _train_evaluate_record(suite: Suite, model_name: str, spec: MethodSpec, seed
         _drop_checkpoints(run_dir)
     tracker.finish("FINISHED")
     return RunResult(model_name, spec.display, seed, tracker.run_id, "FINISHED", metrics)
+
+
+def log_datasets(tracker: Tracker, suite: Suite, data: Any) -> None:
+    """The run's data as MLflow dataset inputs (training and evaluation), digest = the harness's data fingerprint."""
+    digest = data.fingerprint()
+    cfg = suite.data
+    source = {"source": cfg.source, "path": cfg.path, "split": cfg.split, "heldout_fraction": cfg.heldout_fraction,
+              "max_examples_per_language": cfg.max_examples_per_language}
+    for split, rows, context in (("train", data.train, "training"), ("heldout", data.heldout, "evaluation")):
+        profile = {"fingerprint": digest, "examples": {lang: len(v) for lang, v in sorted(rows.items())}}
+        tracker.log_dataset(f"{cfg.source}/{split}", digest, source, profile, context)
 
 
 def _drop_checkpoints(run_dir: Path) -> None:

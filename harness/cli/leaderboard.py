@@ -16,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     suite_args(p)
     p.add_argument("--metric", default=None, help="eval metric family: acc, loss, ppl (default: acc if the suite has MC tasks)")
     p.add_argument("--format", choices=["md", "csv", "html"], default="md")
-    p.add_argument("--out", default="results/leaderboards", help="folder for the md/csv/html files")
+    p.add_argument("--out", default=None, help="folder for the md/csv/html files (default: results/leaderboards)")
 
 
 def default_metric(suite) -> str:
@@ -36,5 +36,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness.suite import load_suite
 
     suite = load_suite(args.suite, args.overrides)
-    print_leaderboard(suite, args.metric or default_metric(suite), args.format, Path(args.out))
+    from harness.tracking import results_root
+
+    out = Path(args.out) if args.out else results_root() / "leaderboards"
+    print_leaderboard(suite, args.metric or default_metric(suite), args.format, out)
     return 0

@@ -1,6 +1,10 @@
 """`polymoo run SUITE`: train and evaluate every (model, method, seed) of a suite, then print its leaderboard.
 
-    polymoo run SUITE [--set key=value ...] [--model M] [--method NAME] [--seed S] [--resume] [--nproc N]
+    polymoo run SUITE [--set key=value ...] [--model M] [--method NAME] [--seed S] [--resume | --resume-changed]
+                      [--nproc N]
+
+Each run prints a header (``run 3/14: llama · mgda · seed 0``) and a summary line with its key metrics and duration
+on stderr; the progress bar shows the loss and the per-language losses.
 """
 
 from __future__ import annotations
@@ -8,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from harness.cli.common import suite_args
 from harness.cli.leaderboard import default_metric, print_leaderboard
@@ -22,6 +25,10 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--method", help="only this method (name or label)")
     p.add_argument("--seed", type=int, help="only this seed")
     p.add_argument("--resume", action="store_true", help="skip finished runs, resume failed ones from their checkpoint")
+    p.add_argument("--resume-changed", action="store_true",
+                   help="like --resume, but accept a suite changed since a run started: the run continues with the "
+                        "new settings, its params are updated and the change (old -> new) is recorded as a tag and "
+                        "an artifact (without it such a resume is refused, naming the keys)")
     p.add_argument("--nproc", type=int, default=None, help="processes (torchrun); default: suite distributed.nproc")
     p.add_argument("--no-leaderboard", action="store_true", help="do not print the leaderboard afterwards")
 
@@ -43,15 +50,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     dist = current_dist(suite)
     try:
-        results = run_suite(suite, resume=args.resume, dist=dist)
-    except Terminated as stop:
-        print(f"polymoo: stopped by {stop}: the current run ended KILLED in MLflow with what it had logged; "
+        results = run_suite(suite, resume=args.resume or args.resume_changed, dist=dist,
+                            resume_changed=args.resume_changed)
+    except (Terminated, KeyboardInterrupt) as stop:
+        what, code = (f"stopped by {stop}", 128 + 15) if isinstance(stop, Terminated) else ("interrupted", 128 + 2)
+        print(f"polymoo: {what}: the current run ended KILLED in MLflow with what it had logged; "
               f"continue with: polymoo run {args.suite} --resume", file=sys.stderr)
-        return 128 + 15
+        return code
     if dist.is_main:
         for row in describe_results(results):
             print(f"{row['model']:<14} {row['method']:<20} seed {row['seed']}: {row['status']} (run {row['run_id']})")
         if not args.no_leaderboard:
             print()
-            print_leaderboard(suite, default_metric(suite), "md", Path("results/leaderboards"))
+            from harness.tracking import results_root
+
+            print_leaderboard(suite, default_metric(suite), "md", results_root() / "leaderboards")
     return 0

@@ -138,8 +138,8 @@ def _log_start(run: Any, engine: DistEngine, spec: GradientPlan, hook: str, worl
     if engine.comm.fallbacks:
         print(f"[polymoo.distributed] collective fallbacks: {engine.comm.fallbacks}", flush=True)
     tracker.log_dict(assignment_info, "dist/assignment.json")
-    if start:
-        tracker.set_tags({"polymoo.resumed_from_step": start})
+    if run.resume:  # each step logged once: the interrupted attempt's points after the checkpoint are superseded
+        tracker.restart_from_step(start)
 
 
 def _train_steps(run: Any, engine: DistEngine, start: int, world: int, rank: int) -> list[dict[str, float]]:

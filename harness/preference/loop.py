@@ -91,6 +91,8 @@ class SelfRewardingLoop:
     # -- the loop --------------------------------------------------------------------------------------------------
     def execute(self) -> TrainOutcome:
         started = time.perf_counter()
+        if self.run.resume:  # no checkpoints: a resume starts over, and its points replace the interrupted attempt's
+            self.tracker.restart_from_step(0)
         win_prompts = self._win_rate_prompts()
         initial = self._greedy_scores(win_prompts) if win_prompts else None
         for k in range(1, self.o.iterations + 1):

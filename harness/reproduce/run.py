@@ -57,12 +57,28 @@ def load_paper_suite(paper: str, scale: str, overrides: list[str] | None = None,
     return suite
 
 
+def with_suite_settings(suite: Suite, runs: Any) -> Any:
+    """The runs whose logged settings are the suite's as it stands (`tracking.config_params`): a run made with other
+    settings (another `--set`, an edited suite) is never read back as this suite's. A setting a run did not log
+    (a key added to the schema later) does not exclude it."""
+    from harness.tracking import config_params
+
+    for key, value in config_params(suite).items():
+        column = f"params.{key}"
+        if column in runs.columns:
+            logged = runs[column]
+            runs = runs[logged.isna() | (logged.astype(str) == value)]
+    return runs
+
+
 def select_runs(suite: Suite, runs: Any) -> Any:
-    """The latest finished run of every (model, method, seed) of the suite; ValueError listing what is missing."""
+    """The latest finished run of every (model, method, seed) of the suite made with its current settings;
+    ValueError listing what is missing."""
     want = {(m, s.display, str(seed)) for m in suite.models for s in suite.methods for seed in suite.seeds}
     cols = ("tags.polymoo.model", "tags.polymoo.method", "tags.polymoo.seed")
     if len(runs) and all(c in runs.columns for c in cols):
         runs = runs[runs["tags.polymoo.scale"] == suite.scale] if "tags.polymoo.scale" in runs.columns else runs
+        runs = with_suite_settings(suite, runs)
         keys = list(zip(*(runs[c].astype(str) for c in cols), strict=True))
         runs = runs.assign(_key=keys)
         runs = runs[runs["_key"].isin(want)]
@@ -77,7 +93,8 @@ def select_runs(suite: Suite, runs: Any) -> Any:
         shown = ", ".join(f"{m}/{meth}/seed{s}" for m, meth, s in missing[:8])
         more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
         raise ValueError(f"suite {suite.suite.name!r}: {len(missing)} of {len(want)} runs missing from MLflow "
-                         f"(finished, scale {suite.scale}): {shown}{more}; run without --from-mlflow to train them")
+                         f"(finished, scale {suite.scale}, with the suite's current settings): {shown}{more}; run without "
+                         "--from-mlflow to train them")
     return runs.drop(columns=["_key"])
 
 

@@ -12,7 +12,9 @@ A step whose gradients are not finite is skipped (no optimizer update), counted 
 from __future__ import annotations
 
 import inspect
+import json
 import math
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import ProgressCallback
 
 from harness.data.sft import BalancedBatchSampler, TokenizedLanguages, collate
 from harness.faults import maybe_fail
@@ -179,17 +182,41 @@ class WeightingStateCallback(TrainerCallback):
 
 
 CHECKPOINT_COMPLETE = "POLYMOO_COMPLETE"
-"""Written last into a checkpoint folder: a stop (SIGTERM, a full disk) while HF writes one leaves it without this
-marker, and resume skips it for the previous complete one instead of crashing on a half-written folder."""
+"""Written last into a checkpoint folder, before it is renamed into place: resume takes only folders with it."""
+COUNTERS_FILE = "polymoo_counters.json"
+"""Beside each HF checkpoint: the trainer's own counters (skipped non-finite steps), restored on resume."""
+STAGING = ".staging"
+"""HF writes each checkpoint into ``checkpoints/.staging/checkpoint-N``; `CheckpointFinisher` renames it into
+``checkpoints/`` once complete, so a stop or a full disk mid-write leaves nothing that resume could pick up."""
+KEEP_CHECKPOINTS = 2
 
 
-class CheckpointCompleteCallback(TrainerCallback):
-    """Marks each checkpoint complete once HF and the callbacks before this one have written it (keep it last)."""
+def staging_dir(run: RunContext) -> Path:
+    return run.checkpoint_dir / STAGING
+
+
+class CheckpointFinisher(TrainerCallback):
+    """Completes each checkpoint (keep it last among the callbacks): the trainer's counters, the marker, an atomic
+    rename from the staging folder into ``checkpoints/``, and only the newest `KEEP_CHECKPOINTS` kept."""
+
+    def __init__(self, final_root: Path, trainer_ref: Callable[[], PolymooTrainer]):
+        self.final_root, self.trainer_ref = final_root, trainer_ref
 
     def on_save(self, args, state, control, **kwargs):
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if folder.is_dir():
-            (folder / CHECKPOINT_COMPLETE).write_text(str(state.global_step))
+        staged = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if not staged.is_dir():
+            return
+        (staged / COUNTERS_FILE).write_text(json.dumps({"skipped_steps": self.trainer_ref().skipped_steps}))
+        (staged / CHECKPOINT_COMPLETE).write_text(str(state.global_step))
+        final = self.final_root / staged.name
+        if final.exists():  # a complete checkpoint of the same step (a resume with changed save_every): replace it
+            old = final.with_name(f".old-{final.name}")
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+            shutil.rmtree(old, ignore_errors=True)
+        staged.rename(final)
+        for stale in complete_checkpoints(self.final_root)[:-KEEP_CHECKPOINTS]:
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def load_weighting_state(combiner: Any, checkpoint: str | None) -> None:
@@ -232,10 +259,22 @@ class StepLogger(TrainerCallback):
             self.tokens = tokens
         if state.global_step % self.log_every == 0 or state.global_step == state.max_steps:
             self.run.tracker.log_metrics({k: v for k, v in metrics.items() if _finite(v)}, step=state.global_step)
+        _show_losses(trainer, trainer.step_log)
 
     def summary(self) -> dict[str, float]:
         times = self.step_times[1:] or self.step_times  # the first step pays for warm-up
         return {"perf/mean_step_time_s": sum(times) / max(len(times), 1), "perf/peak_mem_mb": self.memory.peak_mb()}
+
+
+def _show_losses(trainer: PolymooTrainer, step_log: dict[str, float]) -> None:
+    """The step's loss and per-language losses as the progress bar's postfix (``loss=3.210, en=3.100, fr=3.350``;
+    a skipped step shows its nan)."""
+    shown = {"loss": step_log["train/loss"]} if "train/loss" in step_log else {}
+    shown |= {k.removeprefix("train/loss/"): v for k, v in step_log.items() if k.startswith("train/loss/")}
+    for cb in trainer.callback_handler.callbacks:
+        bar = getattr(cb, "training_bar", None) if isinstance(cb, ProgressCallback) else None
+        if bar is not None and shown:
+            bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items()}, refresh=False)
 
 
 def _finite(v: float) -> bool:
@@ -246,7 +285,7 @@ def training_arguments(run: RunContext, **overrides: Any) -> TrainingArguments:
     t = run.suite.train
     save_every = t.save_every or t.steps
     kwargs: dict[str, Any] = dict(
-        output_dir=str(run.checkpoint_dir), max_steps=t.steps, learning_rate=t.lr, lr_scheduler_type=t.schedule,
+        output_dir=str(staging_dir(run)), max_steps=t.steps, learning_rate=t.lr, lr_scheduler_type=t.schedule,
         warmup_steps=t.warmup_steps, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=t.optimizer,
         per_device_train_batch_size=t.batch_size_per_language * len(run.suite.languages.seen),
         gradient_accumulation_steps=1, logging_steps=t.log_every, save_steps=save_every, save_strategy="steps",
@@ -270,7 +309,7 @@ def train_sft(run: RunContext, combiner: GradientCombiner | None = None,
     callbacks: list[TrainerCallback] = [logger, *(extra_callbacks or [])]
     if hasattr(combiner, "state_dict"):
         callbacks.append(WeightingStateCallback(combiner))
-    callbacks.append(CheckpointCompleteCallback())  # last: after every file of the checkpoint is written
+    callbacks.append(CheckpointFinisher(run.checkpoint_dir, lambda: holder["trainer"]))  # last: after every file
     trainer = PolymooTrainer(
         model=run.model, args=training_arguments(run), train_dataset=dataset,
         data_collator=collate(run.tokenizer.pad_token_id), languages=seen, per_language=t.batch_size_per_language,
@@ -278,17 +317,34 @@ def train_sft(run: RunContext, combiner: GradientCombiner | None = None,
     )
     holder["trainer"] = trainer
     checkpoint = last_checkpoint(run) if run.resume else None
+    shutil.rmtree(staging_dir(run), ignore_errors=True)  # what a stopped attempt half wrote
     load_weighting_state(combiner, checkpoint)
+    restore_counters(trainer, checkpoint)
+    if run.resume:
+        run.tracker.restart_from_step(int(Path(checkpoint).name.removeprefix("checkpoint-")) if checkpoint else 0)
     trainer.train(resume_from_checkpoint=checkpoint)
     summary = {**logger.summary(), "train/skipped_steps": float(trainer.skipped_steps),
                "train/final_loss": trainer.step_log.get("train/loss", float("nan"))}
     return trainer.model, summary
 
 
-def last_checkpoint(run: RunContext) -> str | None:
-    """The newest complete checkpoint (with the CHECKPOINT_COMPLETE marker); half-written ones are skipped."""
-    if not run.checkpoint_dir.exists():
-        return None
-    complete = [p for p in run.checkpoint_dir.glob("checkpoint-*")
+def complete_checkpoints(root: Path) -> list[Path]:
+    """The complete checkpoints under `root` (with the CHECKPOINT_COMPLETE marker), oldest first."""
+    if not root.exists():
+        return []
+    complete = [p for p in root.glob("checkpoint-*")
                 if p.name.removeprefix("checkpoint-").isdigit() and (p / CHECKPOINT_COMPLETE).exists()]
-    return str(max(complete, key=lambda p: int(p.name.removeprefix("checkpoint-")))) if complete else None
+    return sorted(complete, key=lambda p: int(p.name.removeprefix("checkpoint-")))
+
+
+def last_checkpoint(run: RunContext) -> str | None:
+    """The newest complete checkpoint; half-written ones (in the staging folder, or without the marker) are skipped."""
+    complete = complete_checkpoints(run.checkpoint_dir)
+    return str(complete[-1]) if complete else None
+
+
+def restore_counters(trainer: PolymooTrainer, checkpoint: str | None) -> None:
+    """The counters saved with `checkpoint` (a checkpoint written before they were saved restores none)."""
+    path = Path(checkpoint) / COUNTERS_FILE if checkpoint else None
+    if path is not None and path.exists():
+        trainer.skipped_steps = int(json.loads(path.read_text())["skipped_steps"])

@@ -1,5 +1,6 @@
 """A single-process run stopped by SIGTERM (a scheduler's stop, `kill`) ends KILLED in MLflow with what it logged
-kept, exits 143 with a message naming `--resume`, and `--resume` finishes it in the same MLflow run."""
+kept, exits 143 with a message naming `--resume`, and `--resume` finishes it in the same MLflow run with every step
+logged exactly once (the steps logged after the last checkpoint are replaced by the resumed run's)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def test_sigterm_ends_the_run_killed_and_resume_finishes_it(tmp_path, tmp_store)
     checkpoint = None
     deadline = time.monotonic() + 180
     while checkpoint is None and time.monotonic() < deadline and proc.poll() is None:
-        found = sorted((tmp_path / "runs").rglob("checkpoint-*"))
+        found = sorted((tmp_path / "runs").rglob("checkpoints/checkpoint-*/POLYMOO_COMPLETE"))  # renamed into place
         checkpoint = found[0] if found else None
         time.sleep(0.2)
     assert checkpoint is not None, "the run never wrote a checkpoint"
@@ -50,4 +51,10 @@ def test_sigterm_ends_the_run_killed_and_resume_finishes_it(tmp_path, tmp_store)
 
     done = subprocess.run([*cmd, "--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert c.get_run(run.info.run_id).info.status == "FINISHED"
+    finished = c.get_run(run.info.run_id)
+    assert finished.info.status == "FINISHED"
+    resumed_from = int(finished.data.tags["polymoo.resumed_from_step"])
+    assert resumed_from >= 2 and resumed_from % 2 == 0, "resumed from a checkpoint, not from scratch"
+    for key in ("train/loss", "train/loss/en", "train/lr"):
+        steps = sorted(m.step for m in c.get_metric_history(run.info.run_id, key))
+        assert steps == list(range(1, 41)), f"{key}: every step exactly once"

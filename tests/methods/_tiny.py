@@ -7,7 +7,6 @@ evaluation and MLflow, so the tests see the trained model and every metric and a
 from __future__ import annotations
 
 import copy
-import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,11 +77,17 @@ def make_suite(overrides: dict[str, Any] | None = None, method: dict[str, Any] |
     return suite_from_data(data, "tests/methods/_tiny.py")
 
 
-@functools.lru_cache(maxsize=8)
+_DATA: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+
 def _data(cfg: Any, languages: tuple[str, ...]) -> Any:
+    """The language data of ``cfg`` (loaded once per settings; keyed by its repr: a config may hold a dict)."""
     from harness.data.sft import load_language_data
 
-    return load_language_data(cfg, languages)
+    key = (repr(cfg), tuple(languages))
+    if key not in _DATA:
+        _DATA[key] = load_language_data(cfg, languages)
+    return _DATA[key]
 
 
 def train(name: str, options: dict[str, Any] | None = None, *, tmp_path: Path, overrides: dict[str, Any] | None = None,

@@ -1,0 +1,33 @@
+"""`polymoo reproduce --from-mlflow` reads back only runs made with the suite's current settings."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from harness.reproduce.run import select_runs
+from harness.suite import load_suite
+from harness.tracking import config_params
+from tests.conftest import REPO
+
+
+def _runs(suite, lr_by_start: dict[int, str]) -> pd.DataFrame:
+    params = {f"params.{k}": v for k, v in config_params(suite).items()}
+    rows = []
+    for start, lr in lr_by_start.items():
+        for m in suite.models:
+            for spec in suite.methods:
+                for seed in suite.seeds:
+                    rows.append({**params, "params.train.lr": lr, "start_time": start, "run_id": f"{start}-{m}-{spec.display}-{seed}",
+                                 "tags.polymoo.model": m, "tags.polymoo.method": spec.display,
+                                 "tags.polymoo.seed": str(seed), "tags.polymoo.scale": suite.scale})
+    return pd.DataFrame(rows)
+
+
+def test_a_later_run_with_other_settings_is_not_read_back():
+    suite = load_suite(REPO / "suites" / "quickstart.yaml")
+    lr = config_params(suite)["train.lr"]
+    picked = select_runs(suite, _runs(suite, {1: lr, 2: "0.5"}))  # the later runs used another learning rate
+    assert set(picked["start_time"]) == {1} and len(picked) == len(suite.models) * len(suite.methods) * len(suite.seeds)
+    with pytest.raises(ValueError, match="with the suite's current settings"):
+        select_runs(suite, _runs(suite, {2: "0.5"}))
