@@ -156,6 +156,9 @@ class TrainConfig:
     log_every: int = 1
     save_every: int = 0  # 0: only at the end
     save_model: bool = True  # final weights under <run>/final (checkpoints are dropped once a run finishes)
+    # gradient methods, single process: per-language gradients by one pass per language (loop) or one batched
+    # torch.func pass (vmap); same rows (harness.train.grad_engine), different speed (results/bench/grad_engine.md)
+    grad_engine: Literal["loop", "vmap"] = "loop"
 
     def check(self) -> list[tuple[str, str]]:
         out = []
@@ -331,6 +334,7 @@ _ADDED_LATER: dict[str, Any] = {
     "data": {"examples_per_language": {}, "seed": 0, "conflict": 0.0, "relatedness": 1.0, "dissenters": [],
              "concepts": 32, "item_length": 4},
     "eval": {"bootstrap_iters": 100},
+    "train": {"grad_engine": "loop"},
 }
 
 

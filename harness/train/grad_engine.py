@@ -50,6 +50,12 @@ def _row_dtype(params: Sequence[nn.Parameter]) -> torch.dtype:
     return torch.promote_types(params[0].dtype, torch.float32) if params else torch.float32
 
 
+def language_loss(model: nn.Module, inputs: dict[str, Tensor], token_losses: TokenLosses) -> Tensor:
+    """Token-mean loss of the rows of one language (the mean over its target tokens, as joint SFT's per language)."""
+    sums, counts = token_losses(model, inputs)
+    return sums.sum() / counts.sum().clamp_min(1.0)
+
+
 def loop_gradients(model: nn.Module, inputs: dict[str, Tensor], params: Sequence[nn.Parameter],
                    token_losses: TokenLosses) -> LanguageGradients:
     """One forward/backward per language present (its rows of the batch, same padded width)."""
@@ -58,8 +64,7 @@ def loop_gradients(model: nn.Module, inputs: dict[str, Tensor], params: Sequence
     rows, losses = [], []
     for lang in present:
         sel = inputs["language"] == lang
-        sums, counts = token_losses(model, {k: v[sel] for k, v in inputs.items()})
-        loss = sums.sum() / counts.sum().clamp_min(1.0)
+        loss = language_loss(model, {k: v[sel] for k, v in inputs.items()}, token_losses)
         rows.append(_flat(torch.autograd.grad(loss, list(params), allow_unused=True), params, dtype))
         losses.append(loss.detach())
     return LanguageGradients(torch.stack(rows), torch.stack(losses), [int(x) for x in present])

@@ -4,8 +4,9 @@ Every SFT-style method runs through `train_sft`: same data order (seed-only), op
 schedule and checkpointing. Methods differ only in `combiner`:
 - None (joint SFT): one forward over the mixed batch; the loss is the mean over languages of each
   language's token-mean loss, so its gradient is exactly the mean of the per-language gradients;
-- a `GradientCombiner`: one forward/backward per language present, K flat gradients combined into one
-  direction that is written into `.grad` before clipping and the optimizer step.
+- a `GradientCombiner`: the K per-language flat gradients (`train.grad_engine`: one forward/backward per language,
+  or one batched torch.func pass; `harness.train.grad_engine`) combined into one direction that is written into
+  `.grad` before clipping and the optimizer step.
 A step whose gradients are not finite is skipped (no optimizer update), counted and logged.
 """
 
@@ -29,6 +30,7 @@ from harness.faults import maybe_fail
 from harness.method import RunContext
 from harness.moo.combiners import GradientCombiner
 from harness.perf import PeakMemory
+from harness.train.grad_engine import language_gradients
 
 
 def trainable_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
@@ -58,9 +60,10 @@ def language_losses(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> 
 
 class PolymooTrainer(Trainer):
     def __init__(self, *args: Any, languages: list[str], per_language: int, data_seed: int,
-                 combiner: GradientCombiner | None = None, **kwargs: Any):
+                 combiner: GradientCombiner | None = None, grad_engine: str = "loop", **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.languages, self.per_language, self.data_seed, self.combiner = languages, per_language, data_seed, combiner
+        self.grad_engine = grad_engine
         self._combiner_takes_losses = combiner is not None and _takes_losses(combiner)  # once, not every step
         self.step_log: dict[str, float] = {}
         self.skipped_steps = 0
@@ -99,23 +102,15 @@ class PolymooTrainer(Trainer):
 
     def _combined_step(self, model, inputs) -> torch.Tensor:
         params = [p for _, p in trainable_parameters(model)]
-        present = inputs["language"].unique().tolist()
-        grads, losses = [], {}
-        for lang_id in present:
-            sel = inputs["language"] == lang_id
-            sub = {k: v[sel] for k, v in inputs.items()}
-            loss_k = language_losses(model, sub)[lang_id]
-            losses[lang_id] = loss_k.detach()
-            g = torch.autograd.grad(loss_k, params, allow_unused=True)
-            grads.append(torch.cat([(gi if gi is not None else torch.zeros_like(p)).reshape(-1).float()
-                                    for gi, p in zip(g, params, strict=True)]))
+        rows = language_gradients(self.grad_engine, model, inputs, params, token_losses)
+        losses = dict(zip(rows.languages, rows.losses, strict=True))
         self._record_losses(losses)
-        stacked = torch.stack(grads)
-        names = [self.languages[i] for i in present]
+        stacked = rows.rows.float()
+        names = [self.languages[i] for i in rows.languages]
         if not torch.isfinite(stacked).all():
             direction = torch.full_like(stacked[0], float("nan"))  # skipped below, never combined
         else:
-            result = self._combine(stacked, names, torch.stack([losses[i] for i in present]))
+            result = self._combine(stacked, names, rows.losses)
             direction = result.direction
             self.step_log.update(result.metrics)
         offset = 0
@@ -313,7 +308,7 @@ def train_sft(run: RunContext, combiner: GradientCombiner | None = None,
     trainer = PolymooTrainer(
         model=run.model, args=training_arguments(run), train_dataset=dataset,
         data_collator=collate(run.tokenizer.pad_token_id), languages=seen, per_language=t.batch_size_per_language,
-        data_seed=run.seed, combiner=combiner, callbacks=callbacks,
+        data_seed=run.seed, combiner=combiner, grad_engine=t.grad_engine, callbacks=callbacks,
     )
     holder["trainer"] = trainer
     checkpoint = last_checkpoint(run) if run.resume else None

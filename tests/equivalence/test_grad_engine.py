@@ -90,3 +90,18 @@ def test_bench_routes_write_the_same_mgda_direction():
     for route in ("vmap", "autogram"):
         assert float((grads[route] - grads["loop"]).abs().max() / scale) < 1e-4, route
     assert float((grads["joint"] - grads["loop"]).abs().max() / scale) > 1e-3  # MGDA is not the mean here
+
+
+@pytest.mark.parametrize(("method", "options"), [("mgda", {}), ("bkmoo", {"solver": "pcgrad", "bucket_cap_mb": 0.25})])
+def test_training_with_the_vmap_engine_follows_the_loop_trajectory(tmp_path, method, options):
+    """`train.grad_engine: vmap` through the trainer: three steps end at the loop route's weights (float tolerance)."""
+    from tests.methods._tiny import train
+
+    short = {"train": {"steps": 3, "save_model": False}}
+    loop = train(method, options, tmp_path=tmp_path / "loop", overrides=short)
+    vmapped = train(method, options, tmp_path=tmp_path / "vmap",
+                    overrides={"train": {**short["train"], "grad_engine": "vmap"}})
+    a, b = loop.params(), vmapped.params()
+    worst = max(float((a[n] - b[n]).abs().max()) for n in a)
+    moved = max(float((a[n] - loop.initial[n]).abs().max()) for n in a)
+    assert worst < 1e-3 * moved

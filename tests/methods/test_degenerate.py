@@ -19,18 +19,27 @@ def _finite(trained) -> bool:
 
 
 def _patch_losses(monkeypatch, transform):
-    """Wrap the trainer's per-language losses: transform(call index, {language id: loss}) -> losses."""
+    """Wrap the trainer's per-language losses: transform(call index, {language id: loss}) -> losses. Joint SFT's
+    mixed batch goes through `sft.language_losses` (one call per step), the gradient methods' per-language passes
+    through `grad_engine.language_loss` (one call per language)."""
+    import harness.train.grad_engine as grad_engine
     import harness.train.sft as sft  # transformers.Trainer: imported by the tests, not at collection
 
-    real = sft.language_losses
+    real_mixed, real_one = sft.language_losses, grad_engine.language_loss
     calls = {"n": 0}
 
-    def patched(model, inputs):
-        out = real(model, inputs)
+    def patched_mixed(model, inputs):
+        out = real_mixed(model, inputs)
         calls["n"] += 1
         return transform(calls["n"] - 1, out)
 
-    monkeypatch.setattr(sft, "language_losses", patched)
+    def patched_one(model, inputs, token_losses):
+        lang = int(inputs["language"][0])
+        calls["n"] += 1
+        return transform(calls["n"] - 1, {lang: real_one(model, inputs, token_losses)})[lang]
+
+    monkeypatch.setattr(sft, "language_losses", patched_mixed)
+    monkeypatch.setattr(grad_engine, "language_loss", patched_one)
 
 
 @pytest.mark.parametrize("name", METHODS)
