@@ -193,6 +193,11 @@ class GramCombiner:
     def needs_losses(self) -> bool:
         return self.rule.stateful and bool(getattr(self.rule.fn, "needs_losses", False))
 
+    def close(self) -> None:
+        """End of training: the diagnostics draw their figures (kept out of the timed steps)."""
+        if self.diagnostics is not None:
+            self.diagnostics.close()
+
     def state_dict(self) -> dict[str, Any]:
         """The weighting's per-block states (empty for a stateless weighting): checkpointed beside the trainer's."""
         return {"weighting": self.spec.solver, **self.rule.state_dict()}

@@ -19,8 +19,10 @@ Per-language losses are logged by the trainer (``train/loss/<lang>``). Artifacts
 
 * ``moo/dump/step_NNNNNN.json`` every ``dump_every`` steps and at the last step: per bucket the weights, residual,
   gradient norms and pairwise cosines, plus the global ones;
-* ``moo/conflict_heatmap.png`` (and ``.json``): bucket × language pair, the fraction of diagnosed steps in which the
-  pair conflicts (cos < 0) in that bucket; rewritten with every dump, so the last one covers the whole run.
+* ``moo/conflict_heatmap.json``: bucket × language pair, the fraction of diagnosed steps in which the pair conflicts
+  (cos < 0) in that bucket; rewritten with every dump, so the last one covers the whole run;
+* ``moo/conflict_heatmap.png``: its picture, drawn once by :meth:`Diagnostics.close` when training ends (the trainer
+  calls it), so drawing (and importing matplotlib) never lands inside a timed training step.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class Diagnostics:
         self.total_steps = total_steps
         self.every = options.every or log_every
         self.last_dump = 0
+        self.last_heatmap_step = 0  # the step of the last heatmap data written; close() draws it
+        self._drawn = False
         # (bucket index, pair name) -> [steps in conflict, steps observed, sum of cosines]
         self.conflicts: dict[tuple[int, str], list[float]] = {}
 
@@ -143,9 +147,15 @@ class Diagnostics:
         self.tracker.log_dict({"step": logged_step, "languages": languages, "global": glob, "buckets": buckets},
                               f"moo/dump/step_{logged_step:06d}.json")
         if self.options.heatmap and self.conflicts:
-            data = self.heatmap_data()
-            self.tracker.log_dict({**data, "step": logged_step}, "moo/conflict_heatmap.json")
-            self.tracker.log_figure(heatmap_figure(data, logged_step), "moo/conflict_heatmap.png")
+            self.tracker.log_dict({**self.heatmap_data(), "step": logged_step}, "moo/conflict_heatmap.json")
+            self.last_heatmap_step = logged_step
+
+    def close(self) -> None:
+        """End of training: draw the conflict heatmap of the last dump (once)."""
+        if self.options.heatmap and self.conflicts and self.last_heatmap_step and not self._drawn:
+            self.tracker.log_figure(heatmap_figure(self.heatmap_data(), self.last_heatmap_step),
+                                    "moo/conflict_heatmap.png")
+            self._drawn = True
 
     def heatmap_data(self) -> dict[str, Any]:
         buckets = sorted({b for b, _ in self.conflicts})

@@ -256,6 +256,11 @@ class StepLogger(TrainerCallback):
             self.run.tracker.log_metrics({k: v for k, v in metrics.items() if _finite(v)}, step=state.global_step)
         _show_losses(trainer, trainer.step_log)
 
+    def on_train_end(self, args, state, control, **kwargs):
+        combiner = self.trainer_ref().combiner
+        if hasattr(combiner, "close"):  # figures drawn once, outside the timed steps
+            combiner.close()
+
     def summary(self) -> dict[str, float]:
         times = self.step_times[1:] or self.step_times  # the first step pays for warm-up
         return {"perf/mean_step_time_s": sum(times) / max(len(times), 1), "perf/peak_mem_mb": self.memory.peak_mb()}

@@ -147,13 +147,16 @@ def test_diagnostics_metrics_and_artifacts():
                                                     / float(g.mean(0).norm()), rel=1e-6)
     assert not tracker.dicts  # no dump before dump_every steps
     comb(g, ["en", "fr"], 1)
-    assert "moo/dump/step_000002.json" in tracker.dicts
-    assert "moo/conflict_heatmap.png" in tracker.figures
+    assert "moo/dump/step_000002.json" in tracker.dicts and "moo/conflict_heatmap.json" in tracker.dicts
+    assert not tracker.figures  # the picture is drawn when training ends, outside the timed steps
     comb(g, ["en", "fr"], 2)  # last step: dump again
     dump = tracker.dicts["moo/dump/step_000003.json"]
     assert dump["buckets"][0]["weights"].keys() == {"en", "fr"}
     heat = tracker.dicts["moo/conflict_heatmap.json"]
     assert heat["conflict_frequency"] == [[1.0], [1.0], [0.0]]
+    comb.close()
+    comb.close()  # drawn once
+    assert list(tracker.figures) == ["moo/conflict_heatmap.png"]
 
 
 def test_diagnostics_follow_log_every():
