@@ -1,6 +1,7 @@
 """`polymoo` command line (also `python -m harness`): the parser is built here from one module per sub-command.
 
     run.py          polymoo run          train and evaluate a suite (torchrun when --nproc > 1)
+    check.py        polymoo check        check a suite before launch (world, lm-eval tasks, data, memory)
     methods.py      polymoo methods      list the registered methods
     leaderboard.py  polymoo leaderboard  a suite's leaderboard from MLflow
     plan.py         polymoo plan         the capacity planner's table
@@ -28,7 +29,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.cli import analyze, evaluate, leaderboard, methods, plan, reproduce, run, ui
+from harness.cli import analyze, check, evaluate, leaderboard, methods, plan, reproduce, run, ui
 from harness.validate import ConfigError
 
 DESCRIPTION = """`polymoo` command line (also `python -m harness`).
@@ -48,6 +49,7 @@ Command = Callable[[argparse.Namespace], int]
 # name -> (adds its parser, runs it); the order is the order of `polymoo --help`
 SUBCOMMANDS: dict[str, tuple[AddParser, Command]] = {
     "run": (run.add_parser, run.cmd_run),
+    "check": (check.add_parser, check.cmd_check),
     "methods": (methods.add_parser, methods.cmd_methods),
     "leaderboard": (leaderboard.add_parser, leaderboard.cmd_leaderboard),
     "plan": (plan.add_parser, plan.cmd_plan),

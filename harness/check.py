@@ -1,0 +1,186 @@
+"""`polymoo check SUITE`: everything that can be checked before a model loads, each finding with its fix.
+
+Loading the suite already checks the schema, the registries (models against the catalog, methods and their options,
+local task names) and every value (:mod:`harness.suite`). On top of that:
+
+* ``world``: N ranks over K seen languages (groups, uneven groups or rotation), and for each gradient method whether
+  its weighting can run on that world (stateful weightings need N ≥ K and a granularity other than ``module``);
+* ``lm_eval``: the names under ``eval.lm_eval_tasks`` against lm-eval's own task registry, with a did-you-mean;
+* ``data``: a local file the suite names exists and its rows carry the language / prompt / response fields (the first
+  rows are read); a hub dataset is named, not fetched (the check is offline);
+* ``memory`` (``--gpu-mem GB``, full scale): the planner's per-rank prediction (:mod:`harness.distributed.planner`)
+  for every model and method at N, and for one process the K per-language fp32 gradient copies of the single-process
+  path, against the card.
+
+A check that cannot run says so (``skip``) instead of passing silently.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.config import Suite
+from harness.validate import suggest
+
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    status: str  # ok | fail | skip
+    message: str
+
+
+def _method_scope(spec: Any) -> tuple[str, str, str, str | None]:
+    """(scope, weighting, granularity, own hook) of a gradient method from its parsed options, without a model."""
+    options = spec.parsed_options
+    if spec.name == "joint_sft":
+        return "mean", "mean", "ddp_bucket", None
+    granularity = getattr(options, "granularity", "whole" if spec.name != "bkmoo" else "ddp_bucket")
+    scope = "global" if granularity == "whole" else "bucket"
+    return scope, str(getattr(options, "solver", spec.name)), granularity, getattr(options, "hook", None)
+
+
+def _gradient_methods(suite: Suite) -> list[Any]:
+    """Joint SFT and the methods with a gradient combiner (their options carry `diagnostics`); not the preference
+    methods, which run single-process."""
+    return [spec for spec in suite.methods if spec.name == "joint_sft" or hasattr(spec.parsed_options, "diagnostics")]
+
+
+def check_world(suite: Suite, nproc: int) -> list[Finding]:
+    from harness.distributed.assignment import describe
+    from harness.moo.weightings import STATEFUL_WEIGHTINGS
+
+    k = len(suite.languages.seen)
+    info = describe(nproc, k, list(suite.languages.seen), suite.train.steps)
+    groups = info["ranks_per_language"]
+    shape = (f"groups {', '.join(f'{lang}:{n}' for lang, n in groups.items())}" if groups
+             else "languages rotate over steps")
+    out = [Finding("world", "ok", f"N={nproc} ranks, K={k} seen languages: {shape}")]
+    if nproc < 2:
+        return out
+    rotation = nproc < k
+    for spec in _gradient_methods(suite):
+        scope, weighting, granularity, _ = _method_scope(spec)
+        if weighting not in STATEFUL_WEIGHTINGS:
+            continue
+        why = ("languages rotate (N < K) and its state is per language" if rotation else
+               "a module split over two DDP buckets would update its state twice" if granularity == "module" else "")
+        out.append(Finding("world", "fail" if why else "ok",
+                           f"{spec.display}: stateful weighting {weighting!r} " +
+                           (f"cannot run on {nproc} ranks: {why}; use N >= {k} ranks" +
+                            (" and granularity ddp_bucket or tensor" if granularity == "module" else "")
+                            if why else f"runs on {nproc} ranks")))
+    return out
+
+
+def check_lm_eval_tasks(suite: Suite) -> list[Finding]:
+    tasks = suite.eval.lm_eval_tasks
+    if not tasks:
+        return [Finding("lm_eval", "skip", "no lm_eval_tasks in the suite")]
+    from lm_eval.tasks import TaskManager
+
+    known = set(TaskManager().all_tasks)
+    out = []
+    for name in tasks:
+        if name in known:
+            out.append(Finding("lm_eval", "ok", f"eval.lm_eval_tasks.{name}: an lm-eval task"))
+        else:
+            out.append(Finding("lm_eval", "fail", f"eval.lm_eval_tasks.{name}: no such lm-eval task"
+                                                  f"{suggest(name, known)}; `lm_eval --tasks list` lists them"))
+    return out
+
+
+def _first_rows(path: Path, n: int = 20) -> list[dict[str, Any]]:
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                rows.append(json.loads(line))
+            if len(rows) >= n:
+                break
+    return rows
+
+
+def check_data(suite: Suite, root: Path) -> list[Finding]:
+    d = suite.data
+    if d.source in ("chatterbot", "interference"):
+        return [Finding("data", "ok", f"data.source {d.source}: offline, built in")]
+    path = Path(d.path or "")
+    local = path if path.is_absolute() else root / path
+    if d.source == "hub" and not local.exists():
+        return [Finding("data", "skip", f"data.path {d.path}: a hub dataset, named and not fetched (offline check); "
+                                        "it is read when the run starts")]
+    if not local.exists():
+        return [Finding("data", "fail", f"data.path {d.path}: no such file ({local}); export the suite's data "
+                                        f"there as JSONL rows with fields {d.language_field}, {d.prompt_field}, "
+                                        f"{d.response_field} (the suite file's comment says what it holds), or "
+                                        "point data.path at such a file (--set data.path=...)")]
+    try:
+        rows = _first_rows(local)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return [Finding("data", "fail", f"data.path {d.path}: unreadable JSONL ({err})")]
+    fields = (d.language_field, d.prompt_field, d.response_field)
+    missing = sorted({f for r in rows for f in fields if f not in r})
+    if not rows or missing:
+        return [Finding("data", "fail", f"data.path {d.path}: " + ("empty" if not rows else
+                                                                    f"rows without field(s) {', '.join(missing)}"))]
+    return [Finding("data", "ok", f"data.path {d.path}: {', '.join(fields)} present in the first {len(rows)} rows")]
+
+
+def _single_process_total(f: Any, k: int, wl: Any) -> float:
+    """One process, a gradient method: the planner's DDP-free memory plus K fp32 per-language gradient copies."""
+    from harness.distributed.planner import predict_memory
+
+    base = predict_memory(f, "mean", 1, k, "ddp", wl)
+    return base["total"] - base["gradients"] / 2 + k * f.params_trainable * 4
+
+
+def check_memory(suite: Suite, nproc: int, gpu_mem_gb: float | None) -> list[Finding]:
+    if gpu_mem_gb is None:
+        return [Finding("memory", "skip", "no --gpu-mem given")]
+    if suite.scale != "full":
+        return [Finding("memory", "skip", "tiny scale: the twins fit any device")]
+    from harness.distributed.planner import Workload, facts, meta_model
+    from harness.executor import resolve_hook
+    from harness.moo.options import GradientPlan
+
+    k, t = len(suite.languages.seen), suite.train
+    lora = None if t.lora is None else {"rank": t.lora.rank, "alpha": t.lora.alpha,
+                                        "target_modules": list(t.lora.target_modules)}
+    wl = Workload(batch=t.batch_size_per_language, seq=t.max_seq_len)
+    out = []
+    for model in suite.models:
+        f = facts(meta_model(model, lora=lora), model)
+        for spec in _gradient_methods(suite):
+            scope, _, _, hook = _method_scope(spec)
+            out.append(_memory_finding(f, spec.display, scope, hook, suite, nproc, k, wl, gpu_mem_gb, GradientPlan,
+                                       resolve_hook))
+    return out
+
+
+def _memory_finding(f: Any, label: str, scope: str, hook: str | None, suite: Suite, nproc: int, k: int, wl: Any,
+                    gpu_mem_gb: float, plan_cls: Any, resolve_hook: Any) -> Finding:
+    from harness.distributed.planner import predict_memory
+
+    if nproc > 1:
+        resolved = resolve_hook(plan_cls(scope=scope, hook=hook), suite.distributed.hook)
+        total, where = predict_memory(f, resolved, nproc, k, "ddp", wl)["total"], f"DDP hook {resolved}"
+    elif scope == "mean":
+        total, where = predict_memory(f, "mean", 1, k, "ddp", wl)["total"], "one process"
+    else:
+        total, where = _single_process_total(f, k, wl), f"one process, {k} fp32 gradient copies"
+    fits = total <= gpu_mem_gb * GB
+    advice = "" if fits else ("; alternatives: train.lora, more ranks with a bucket hook (sharded), or a larger card "
+                              "(`polymoo plan SUITE` shows every setting)")
+    return Finding("memory", "ok" if fits else "fail",
+                   f"{f.name} / {label} ({where}): {total / GB:.1f} GB predicted per rank of {gpu_mem_gb:g} GB{advice}")
+
+
+def run_checks(suite: Suite, nproc: int, gpu_mem_gb: float | None, root: Path) -> list[Finding]:
+    return [*check_world(suite, nproc), *check_lm_eval_tasks(suite), *check_data(suite, root),
+            *check_memory(suite, nproc, gpu_mem_gb)]
