@@ -159,6 +159,20 @@ class TrainConfig:
     # gradient methods, single process: per-language gradients by one pass per language (loop) or one batched
     # torch.func pass (vmap); same rows (harness.train.grad_engine), different speed (results/bench/grad_engine.md)
     grad_engine: Literal["loop", "vmap"] = "loop"
+    # dtype bfloat16 / float16: keep fp32 master weights and optimizer state and compute in dtype (autocast), so small
+    # updates are not rounded away; false: weights and optimizer state in dtype too (pure low precision)
+    master_weights: bool = True
+    gradient_checkpointing: bool = False  # recompute activations in the backward (HF models; both engines)
+
+    @property
+    def weights_dtype(self) -> str:
+        """The dtype the weights are loaded and kept in: float32 under mixed precision, else ``dtype``."""
+        return "float32" if self.master_weights else self.dtype
+
+    @property
+    def autocast_dtype(self) -> str | None:
+        """The compute dtype of mixed precision (None: the weights' own dtype)."""
+        return self.dtype if self.master_weights and self.dtype != "float32" else None
 
     def check(self) -> list[tuple[str, str]]:
         out = []
@@ -334,7 +348,7 @@ _ADDED_LATER: dict[str, Any] = {
     "data": {"examples_per_language": {}, "seed": 0, "conflict": 0.0, "relatedness": 1.0, "dissenters": [],
              "concepts": 32, "item_length": 4},
     "eval": {"bootstrap_iters": 100},
-    "train": {"grad_engine": "loop"},
+    "train": {"grad_engine": "loop", "master_weights": True, "gradient_checkpointing": False},
 }
 
 

@@ -139,6 +139,8 @@ class DistEngine:
                                granularity=cfg.granularity, index=nested_index(model, cfg.granularity))
         if cfg.hook != "ddp":
             register(self.ddp, self.state)
+        if train.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.grad_bytes = sum(p.numel() * p.element_size() for p in self.params)
         self.optimizer = build_optimizer(model, train)
@@ -180,10 +182,19 @@ class DistEngine:
         rng = torch.get_rng_state()
         self.state.begin_step(step, assignment, warmup=True)
         self.ddp.train()
-        self.loss_fn(self.ddp, self.batch_fn(step, self.rank, 0, assignment)).backward()
+        self._loss(self.batch_fn(step, self.rank, 0, assignment)).backward()
         self.optimizer.zero_grad(set_to_none=True)
         self.counter.reset()
         torch.set_rng_state(rng)
+
+    def _loss(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The forward under the run's precision: autocast to ``train.dtype`` over fp32 master weights when mixed
+        (``TrainConfig.autocast_dtype``), else in the weights' own dtype."""
+        compute = self.train.autocast_dtype
+        if compute is None:
+            return self.loss_fn(self.ddp, inputs)
+        with torch.autocast(self._device().type, dtype=getattr(torch, compute)):
+            return self.loss_fn(self.ddp, inputs)
 
     # -- one optimizer step --------------------------------------------------------------------------------------
     def step(self, step: int) -> dict[str, float]:
@@ -200,7 +211,7 @@ class DistEngine:
             inputs = self.batch_fn(step, self.rank, micro, assignment)
             sync = micro == cfg.grad_accum - 1
             with contextlib.nullcontext() if sync else self.ddp.no_sync():
-                loss = self.loss_fn(self.ddp, inputs) / cfg.grad_accum
+                loss = self._loss(inputs) / cfg.grad_accum
                 loss_total += loss.detach().to(torch.float64)
                 if sync and not warmup and self.state.needs_losses:  # before the backward: the hooks solve in it
                     self.state.set_losses(self.comm.all_gather(loss_total.reshape(1), name="all_gather.losses"))

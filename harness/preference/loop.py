@@ -231,13 +231,15 @@ class SelfRewardingLoop:
                 loop.tracker.log_metrics(_finite({v: logs[key] for key, v in keys.items() if key in logs}),
                                          step=loop.dpo_step)
 
+        from harness.train.sft import precision_arguments  # the SFT path's precision flags, same for DPO
+
         config = make_dpo_config(
             str(run.checkpoint_dir / f"dpo_iter{k}"), per_device_train_batch_size=o.dpo_batch_size,
             num_train_epochs=o.dpo_epochs, learning_rate=o.dpo_lr or t.lr, lr_scheduler_type="constant",
             weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=t.optimizer, beta=o.beta,
             max_length=self.max_length, seed=derive_seed(run.seed, "pref/dpo", k) % 2**31,
             data_seed=derive_seed(run.seed, "pref/dpo", k) % 2**31,
-            bf16=t.dtype == "bfloat16" and torch.cuda.is_available(), precompute_ref_batch_size=o.dpo_batch_size)
+            **precision_arguments(t), precompute_ref_batch_size=o.dpo_batch_size)
         progress = datasets.utils.logging.is_progress_bar_enabled()
         datasets.utils.logging.disable_progress_bar()
         try:

@@ -92,10 +92,12 @@ class PolymooTrainer(Trainer):
         inputs = self._prepare_inputs(inputs)
         self.step_log = {}
         if self.combiner is None:
-            loss = self.compute_loss(model, inputs)
+            with self.compute_loss_context_manager():  # autocast under mixed precision
+                loss = self.compute_loss(model, inputs)
             self.accelerator.backward(loss)
         else:
-            loss = self._combined_step(model, inputs)
+            with self.compute_loss_context_manager():
+                loss = self._combined_step(model, inputs)
         self._guard_non_finite(model)
         self.step_log["train/loss"] = float(loss.detach())
         return loss.detach()
@@ -281,6 +283,16 @@ def _finite(v: float) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
 
 
+def precision_arguments(t: Any) -> dict[str, bool]:
+    """HF / TRL precision flags of a TrainConfig: mixed precision (fp32 master weights, autocast in ``dtype``)
+    everywhere it is asked for; pure bfloat16 weights as before (the flag only on CUDA); fp16 autocast only on CUDA
+    (it needs a loss scaler). Activation checkpointing when ``gradient_checkpointing``."""
+    cuda = torch.cuda.is_available()
+    mixed = t.autocast_dtype is not None
+    return {"bf16": t.dtype == "bfloat16" and (mixed or cuda), "fp16": t.dtype == "float16" and cuda,
+            "gradient_checkpointing": t.gradient_checkpointing}
+
+
 def training_arguments(run: RunContext, **overrides: Any) -> TrainingArguments:
     t = run.suite.train
     save_every = t.save_every or t.steps
@@ -290,7 +302,7 @@ def training_arguments(run: RunContext, **overrides: Any) -> TrainingArguments:
         per_device_train_batch_size=t.batch_size_per_language * len(run.suite.languages.seen),
         gradient_accumulation_steps=1, logging_steps=t.log_every, save_steps=save_every, save_strategy="steps",
         save_total_limit=2, report_to=[], seed=run.seed, data_seed=run.seed, use_cpu=not torch.cuda.is_available(),
-        bf16=t.dtype == "bfloat16" and torch.cuda.is_available(), remove_unused_columns=False,
+        **precision_arguments(t), remove_unused_columns=False,
         dataloader_num_workers=0, disable_tqdm=False, include_num_input_tokens_seen=True,
         save_only_model=False, average_tokens_across_devices=False,
     )

@@ -130,3 +130,21 @@ def test_plain_ddp_is_refused_for_uneven_groups(tmp_path):
 
     spawn(refusal_worker, 3, str(tmp_path), {"name": "u_ddp", "hook": "ddp", "languages": 2})
     assert "hook 'mean', which weights every language equally" in (tmp_path / "u_ddp.err").read_text()
+
+
+def test_mixed_precision_under_ddp_keeps_fp32_master_weights(tmp_path):
+    """`train.dtype: bfloat16` in the DDP engine: the forward runs under bf16 autocast over fp32 weights (they move
+    as far as in fp32 at a tiny learning rate), replicas stay bit-identical."""
+    base = {"hook": "sharded", "steps": 6, "lr": 1e-5, "schedule": "constant"}
+    runs = [{"name": "p_fp32", **base}, {"name": "p_mixed", **base, "dtype": "bfloat16"}]
+    spawn(hook_worker, 2, str(tmp_path), runs)
+    fp32, mixed = _load(tmp_path, "p_fp32"), _load(tmp_path, "p_mixed")
+    assert all(mixed["identical"])
+    assert all(v.dtype == torch.float32 for v in mixed["state"].values())
+    assert _max_diff(mixed["state"], fp32["state"]) > 0  # the compute did run in bf16
+    start = engine_parts(runs[0])[0].state_dict()
+
+    def moved(state: dict) -> float:
+        return sum(float((state[k].float() - start[k].float()).pow(2).sum()) for k in state) ** 0.5
+
+    assert abs(moved(mixed["state"]) / moved(fp32["state"]) - 1) < 0.05

@@ -103,7 +103,7 @@ def train(name: str, options: dict[str, Any] | None = None, *, tmp_path: Path, o
     suite = make_suite(overrides, spec)
     model_name = model_name or suite.models[0]
     seed_everything(seed)
-    model, tokenizer = load_model(model_name, suite.scale, suite.train.dtype, suite.train.lora)
+    model, tokenizer = load_model(model_name, suite.scale, suite.train.weights_dtype, suite.train.lora)
     initial = {n: p.detach().clone() for n, p in model.named_parameters()}
     tracker = RecordingTracker()
     run = RunContext(suite=suite, method=MethodSpec(**spec), model_name=model_name, seed=seed, model=model,
