@@ -224,10 +224,13 @@ class DistributedConfig:
     timeout_s: int = 300
     warmup_steps: int = 1
     grad_accum: int = 1  # micro-batches per optimizer step (no_sync); the hook sees the accumulated gradient
+    # how long the other ranks wait for rank 0 between runs (its evaluation, saving, plots): a gloo group of its own,
+    # so `timeout_s` keeps bounding the training collectives (a dead rank still fails the run quickly)
+    eval_timeout_s: int = 86400
 
     def check(self) -> list[tuple[str, str]]:
         out = []
-        for key in ("nproc", "timeout_s", "grad_accum"):
+        for key in ("nproc", "timeout_s", "grad_accum", "eval_timeout_s"):
             if getattr(self, key) <= 0:
                 out.append((key, f"expected a positive integer, got {getattr(self, key)}"))
         if self.warmup_steps < 0:
@@ -349,6 +352,7 @@ _ADDED_LATER: dict[str, Any] = {
              "concepts": 32, "item_length": 4},
     "eval": {"bootstrap_iters": 100},
     "train": {"grad_engine": "loop", "master_weights": True, "gradient_checkpointing": False},
+    "distributed": {"eval_timeout_s": 86400},
 }
 
 

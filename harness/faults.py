@@ -6,7 +6,9 @@ what a researcher sets. Both training loops call these hooks before every optimi
 - ``POLYMOO_TEST_FAIL_AT_STEP=N``: raise a RuntimeError before optimizer step N (0-based; N steps completed), on
   every rank: a crash the run must survive (FAILED in MLflow, checkpoints kept, ``--resume`` continues);
 - ``POLYMOO_TEST_KILL_RANK_AT_STEP=RANK:STEP``: that rank SIGKILLs itself before step STEP: a lost process that
-  torchrun must tear down, then ``--resume`` must recover from.
+  torchrun must tear down, then ``--resume`` must recover from;
+- ``POLYMOO_TEST_SLOW_EVAL_S=S``: rank 0 sleeps S seconds before evaluating a run (an 8B model's lm-eval tasks): the
+  other ranks must wait for it without the training group's timeout killing the job.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import signal
 
 FAIL_ENV = "POLYMOO_TEST_FAIL_AT_STEP"
 KILL_ENV = "POLYMOO_TEST_KILL_RANK_AT_STEP"
+SLOW_EVAL_ENV = "POLYMOO_TEST_SLOW_EVAL_S"
 
 
 def maybe_fail(step: int) -> None:
@@ -27,3 +30,11 @@ def maybe_fail(step: int) -> None:
 def maybe_kill(rank: int, step: int) -> None:
     if os.environ.get(KILL_ENV, "") == f"{rank}:{step}":
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def maybe_slow_evaluation() -> None:
+    seconds = os.environ.get(SLOW_EVAL_ENV, "")
+    if seconds:
+        import time
+
+        time.sleep(float(seconds))

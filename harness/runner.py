@@ -27,6 +27,7 @@ import yaml
 from harness.config import MethodSpec, Suite
 from harness.data.sft import load_language_data
 from harness.evaluate.pipeline import evaluate_model
+from harness.faults import maybe_slow_evaluation
 from harness.method import DistInfo, RunContext
 from harness.models.loading import load_model
 from harness.models.tiny import weights_fingerprint
@@ -108,10 +109,10 @@ def run_one(suite: Suite, model_name: str, spec: MethodSpec, seed: int, resume: 
         return RunResult(model_name, spec.display, seed, done["run_id"], "SKIPPED (finished)", done["metrics"])
     if not resume and dist.is_main:
         _archive(run_dir)
-    if dist.world_size > 1:
-        from harness.distributed import barrier
+    if dist.world_size > 1:  # rank 0 archived the folder, and finished evaluating the previous run
+        from harness.distributed import between_runs
 
-        barrier()
+        between_runs(suite.distributed.eval_timeout_s)
     tags = {"polymoo.method": spec.display, "polymoo.method_name": spec.name, "polymoo.model": model_name,
             "polymoo.suite": suite.suite.name, "polymoo.suite_version": suite.suite.version, "polymoo.seed": seed,
             "polymoo.git_commit": git_commit(), "polymoo.config_hash": suite.config_hash(),
@@ -178,18 +179,29 @@ def _train_evaluate_record(suite: Suite, model_name: str, spec: MethodSpec, seed
     metrics = dict(outcome.metrics)
     metrics["perf/train_time_s"] = time.perf_counter() - started
     if dist.is_main:
+        if suite.train.save_model:  # before evaluation: a failed or stopped evaluation keeps the trained weights
+            save_final(outcome.model, tokenizer, run_dir / "final")
+        maybe_slow_evaluation()
         metrics |= evaluate_model(suite, outcome.model, tokenizer, data, run_dir / "eval", tracker)
         tracker.log_final_metrics(metrics, step=suite.train.steps)
         from harness.evaluate.run_plots import log_run_plots
 
         log_run_plots(tracker, suite, metrics, run_dir / "plots")
-        if suite.train.save_model:
-            outcome.model.save_pretrained(run_dir / "final")
-            tokenizer.save_pretrained(run_dir / "final")
         (run_dir / "DONE").write_text(json.dumps({"run_id": tracker.run_id, "metrics": metrics}))
         _drop_checkpoints(run_dir)
     tracker.finish("FINISHED")
     return RunResult(model_name, spec.display, seed, tracker.run_id, "FINISHED", metrics)
+
+
+def save_final(model: Any, tokenizer: Any, final: Path) -> None:
+    """The trained weights and tokenizer, written into a sibling folder and renamed into place: ``final/`` is
+    complete or absent, never half written."""
+    tmp = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
 
 
 def log_datasets(tracker: Tracker, suite: Suite, data: Any) -> None:

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["HOOKS", "barrier", "train_distributed"]
+__all__ = ["HOOKS", "barrier", "between_runs", "train_distributed"]
 
 HOOKS = ("mean", "allgather", "sharded", "full", "full_gather")
+
+_WAIT_GROUPS: dict[int, Any] = {}
 
 
 def barrier() -> None:
@@ -24,6 +26,19 @@ def barrier() -> None:
     import torch.distributed as dist
 
     dist.barrier()
+
+
+def between_runs(timeout_s: int) -> None:
+    """Wait for every rank where rank 0 may work alone for long (evaluating, saving, drawing the run it just
+    trained): a barrier on a gloo group with its own ``timeout_s``, so the training group's short timeout (a dead
+    rank fails the run quickly) does not kill the job while rank 0 evaluates. The group is made once per timeout."""
+    import datetime
+
+    import torch.distributed as dist
+
+    if timeout_s not in _WAIT_GROUPS:
+        _WAIT_GROUPS[timeout_s] = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout_s))
+    dist.barrier(group=_WAIT_GROUPS[timeout_s])
 
 
 def __getattr__(name: str) -> Any:
