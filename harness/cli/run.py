@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from harness.cli.common import suite_args
+from harness.cli.common import add_node_args, nodes_of, suite_args
 from harness.cli.leaderboard import default_metric, print_leaderboard
 from harness.validate import ConfigError
 
@@ -30,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                         "new settings, its params are updated and the change (old -> new) is recorded as a tag and "
                         "an artifact (without it such a resume is refused, naming the keys)")
     p.add_argument("--nproc", type=int, default=None, help="processes (torchrun); default: suite distributed.nproc")
+    add_node_args(p)
     p.add_argument("--no-leaderboard", action="store_true", help="do not print the leaderboard afterwards")
 
 
@@ -41,10 +42,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not suite.methods or not suite.models:
         raise ConfigError([f"{args.suite}: --model/--method filter selects nothing"])
     nproc = args.nproc if args.nproc is not None else suite.distributed.nproc
-    if nproc > 1 and "LOCAL_RANK" not in os.environ:
+    nodes = nodes_of(args)
+    if (nproc > 1 or nodes.nnodes > 1) and "LOCAL_RANK" not in os.environ:
         from harness.distributed.launch import launch
 
-        return launch(nproc)
+        return launch(nproc, nodes)
     from harness.distributed.launch import current_dist
     from harness.runner import Terminated, describe_results, run_suite
 

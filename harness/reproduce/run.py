@@ -9,6 +9,7 @@ the data path) and one-level `include:` can only add or replace keys.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -104,11 +105,35 @@ def run_or_read(suite: Suite, from_mlflow: bool, resume: bool, with_separability
     from harness.leaderboard.collect import suite_runs
 
     if not from_mlflow:
-        from harness.runner import run_suite
-
         suite = replace(suite, train=replace(suite.train, save_model=suite.train.save_model or with_separability))
-        run_suite(suite, resume=resume)
+        if suite.distributed.nproc > 1 and "LOCAL_RANK" not in os.environ:
+            launch_suite(suite, resume)
+        else:
+            from harness.runner import run_suite
+
+            run_suite(suite, resume=resume)
     return suite, select_runs(suite, suite_runs(suite))
+
+
+def launch_suite(suite: Suite, resume: bool) -> None:
+    """Train the suite under torchrun with its `distributed.nproc` processes (one node): the resolved suite is
+    written to a temporary YAML and run by `polymoo run` on every rank, so the runs carry the suite's config hash and
+    are read back from MLflow by `select_runs`. Several nodes: run `polymoo run SUITE --nnodes ...` on each node,
+    then `polymoo reproduce PAPER --scale full --from-mlflow` (docs/distributed.md)."""
+    import tempfile
+
+    import yaml
+
+    from harness.distributed.launch import launch
+
+    with tempfile.TemporaryDirectory(prefix="polymoo-reproduce-") as tmp:
+        path = Path(tmp) / f"{suite.suite.name}.yaml"
+        path.write_text(yaml.safe_dump(suite.resolved(), sort_keys=False, allow_unicode=True))
+        code = launch(suite.distributed.nproc, argv=["run", str(path), "--no-leaderboard",
+                                                     *(["--resume"] if resume else [])])
+    if code != 0:
+        raise RuntimeError(f"torchrun with {suite.distributed.nproc} processes exited with {code} while training "
+                           f"suite {suite.suite.name!r}; finished runs are kept: rerun with --resume")
 
 
 def reproduce(paper: str, scale: str, overrides: list[str] | None = None, methods: list[str] | None = None,
