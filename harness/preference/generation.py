@@ -33,6 +33,29 @@ def chat_prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
     return list(ids)
 
 
+END_OF_TURN_TOKENS = ("<|eot_id|>", "<end_of_turn>", "<|im_end|>", "<|end|>", "</s>")
+"""Chat templates' end-of-turn tokens (Llama 3, Gemma, Qwen, the tiny tokenizer, Mistral): a reply ends at the first
+one the tokenizer knows, not only at `eos_token_id` (Gemma's eos is `<eos>`, its turns end with `<end_of_turn>`)."""
+
+
+def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
+    """EOS, the model's generation-config EOS ids, and every end-of-turn token of :data:`END_OF_TURN_TOKENS` in the
+    vocabulary (ascending, no duplicates)."""
+    ids = {tokenizer.eos_token_id}
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids |= set(config_eos if isinstance(config_eos, list) else [config_eos])
+    vocab = tokenizer.get_vocab()
+    ids |= {vocab[t] for t in END_OF_TURN_TOKENS if t in vocab}
+    return sorted(i for i in ids if isinstance(i, int))
+
+
+def _until_stop(seq: list[int], stops: set[int]) -> list[int]:
+    for i, token in enumerate(seq):
+        if token in stops:
+            return seq[: i + 1]
+    return seq
+
+
 @torch.no_grad()
 def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, n: int, do_sample: bool = True,
              temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 64, batch_size: int = 16,
@@ -43,7 +66,7 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, n: int, do_s
     model.eval()
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id
-    eos_id = tokenizer.eos_token_id
+    stops = stop_token_ids(tokenizer, model)
     texts: list[list[str]] = []
     new_tokens = 0
     t0 = time.perf_counter()
@@ -58,17 +81,16 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, n: int, do_s
                 ids[i, width - len(c):] = torch.tensor(c)
                 mask[i, width - len(c):] = 1
             kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, num_return_sequences=n, pad_token_id=pad_id,
-                                          eos_token_id=eos_id, do_sample=do_sample)
+                                          eos_token_id=stops, do_sample=do_sample)
             if do_sample:
                 kwargs |= dict(temperature=temperature, top_p=top_p, top_k=0)
             out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
             gen = out[:, width:].cpu()
+            gen_rows: list[list[int]] = []  # each reply up to its first stop token (the rest is padding or later turns)
             for row in range(gen.shape[0]):
-                seq = gen[row].tolist()
-                if eos_id in seq:
-                    seq = seq[: seq.index(eos_id) + 1]
-                new_tokens += len(seq)
-            decoded = tokenizer.batch_decode(gen, skip_special_tokens=True)
+                gen_rows.append(_until_stop(gen[row].tolist(), set(stops)))
+                new_tokens += len(gen_rows[-1])
+            decoded = tokenizer.batch_decode(gen_rows, skip_special_tokens=True)
             for i in range(len(chunk)):
                 texts.append([d.strip() for d in decoded[i * n: (i + 1) * n]])
     model.train(was_training)

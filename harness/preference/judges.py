@@ -143,6 +143,30 @@ class Judgments:
         return sum(s is not None for s in self.scores) / max(len(self.scores), 1)
 
 
+FIT_SLACK = 8
+"""Tokens a re-encoded cut may differ by (BPE merges at the cut): generation's own left cut is only a safety net."""
+
+
+def fit_judge_prompt(tokenizer: Any, prompt: str, response: str, max_tokens: int) -> tuple[str, bool]:
+    """The rubric prompt in at most ``max_tokens`` tokens (chat template included): the rubric and the instructions
+    always whole, the question kept (up to half the room when both are long), the response cut at its end: the judge
+    sees what it is asked to score and how. Returns (prompt, whether anything was cut)."""
+    from harness.preference.generation import chat_prompt_ids
+
+    whole = RUBRIC_PROMPT.format(prompt=prompt, response=response)
+    if len(chat_prompt_ids(tokenizer, whole)) <= max_tokens:
+        return whole, False
+    room = max_tokens - len(chat_prompt_ids(tokenizer, RUBRIC_PROMPT.format(prompt="", response=""))) - FIT_SLACK
+    if room < 2:
+        raise ValueError(f"max_judge_prompt_tokens={max_tokens} leaves no room for the question and the response "
+                         "beside the rubric; raise it")
+    q = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    r = tokenizer(response, add_special_tokens=False)["input_ids"]
+    keep_q = min(len(q), max(room - len(r), room // 2))
+    text = RUBRIC_PROMPT.format(prompt=tokenizer.decode(q[:keep_q]), response=tokenizer.decode(r[: room - keep_q]))
+    return text, True
+
+
 class ReferenceJudge:
     """chrF of the response against the reference answer: deterministic, needs no model."""
 
@@ -171,15 +195,19 @@ class SelfJudge:
 
     def __init__(self, max_new_tokens: int = 64, batch_size: int = 16, prompt_max_tokens: int = 512):
         self.max_new_tokens, self.batch_size, self.prompt_max_tokens = max_new_tokens, batch_size, prompt_max_tokens
+        self.truncated = 0  # judge prompts whose response (or question) was shortened to fit
 
     def judge(self, model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str],
               references: Sequence[str]) -> Judgments:
         from harness.preference.generation import generate
 
         t0 = time.perf_counter()
-        judge_prompts = [RUBRIC_PROMPT.format(prompt=p, response=r) for p, r in zip(prompts, responses, strict=True)]
-        outs = generate(model, tokenizer, judge_prompts, n=1, do_sample=False, max_new_tokens=self.max_new_tokens,
-                        batch_size=self.batch_size, seed=0, max_prompt_tokens=self.prompt_max_tokens).texts
+        fitted = [fit_judge_prompt(tokenizer, p, r, self.prompt_max_tokens)
+                  for p, r in zip(prompts, responses, strict=True)]
+        self.truncated += sum(cut for _, cut in fitted)
+        outs = generate(model, tokenizer, [text for text, _ in fitted], n=1, do_sample=False,
+                        max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, seed=0,
+                        max_prompt_tokens=self.prompt_max_tokens + FIT_SLACK).texts
         raw = [o[0] for o in outs]
         parsed = [parse_score(t) for t in raw]
         return Judgments([p.score for p in parsed], [p.status for p in parsed], raw, time.perf_counter() - t0)

@@ -65,12 +65,14 @@ def _finite(metrics: dict[str, float]) -> dict[str, float]:
 class SelfRewardingLoop:
     def __init__(self, run: RunContext, options: LoopOptions, pair_filter: PairFilter):
         self.run, self.o, self.filter = run, options, pair_filter
-        self.model = run.model
+        # on the accelerator before generation, judging and scoring (the DPO trainer would move it only later)
+        self.model = run.model.to(torch.device("cuda", run.dist.local_rank)) if torch.cuda.is_available() else run.model
         self.tok = run.tokenizer
         self.seen = tuple(run.suite.languages.seen)
         self.tracker = run.tracker
         self.judge = make_judge(options.judge, **({"max_new_tokens": options.judge_max_new_tokens,
-                                                   "batch_size": options.generation_batch_size}
+                                                   "batch_size": options.generation_batch_size,
+                                                   "prompt_max_tokens": options.max_judge_prompt_tokens}
                                                   if options.judge == "self" else {}))
         self.max_length = options.dpo_max_length or run.suite.train.max_seq_len + options.max_new_tokens
         self.dpo_step = 0

@@ -106,3 +106,36 @@ def test_build_pairs_identical_texts_and_min_gap():
     assert not pairs and stats.ties == 1
     pairs, stats = build_pairs("en", ["p"], [["a", "b"]], [[1.5, 1.0]], min_gap=0.5)
     assert not pairs and stats.ties == 1
+
+
+def test_judge_prompt_keeps_the_rubric_and_question_and_cuts_the_response():
+    """A long response no longer pushes the rubric out of the judge's prompt (it was cut from the left at 512)."""
+    from harness.models.tokenizer import offline_tokenizer
+    from harness.preference.generation import chat_prompt_ids
+    from harness.preference.judges import FIT_SLACK, fit_judge_prompt
+
+    tok = offline_tokenizer()
+    short, cut = fit_judge_prompt(tok, "How are you?", "Fine.", 2048)
+    assert not cut and short == RUBRIC_PROMPT.format(prompt="How are you?", response="Fine.")
+    text, cut = fit_judge_prompt(tok, "How are you?", "very long answer " * 400, 700)
+    assert cut and len(chat_prompt_ids(tok, text)) <= 700 + FIT_SLACK
+    assert text.startswith(RUBRIC_PROMPT.split("{prompt}")[0]) and "User: How are you?\n" in text
+    assert 'Conclude with the score using the format: "Score: <total points>"' in text
+    assert "very long answer" in text  # the response is cut, not dropped
+    with pytest.raises(ValueError, match="max_judge_prompt_tokens=50"):
+        fit_judge_prompt(tok, "q", "r" * 2000, 50)
+
+
+def test_generation_stops_at_the_chat_templates_end_of_turn():
+    from harness.preference.generation import _until_stop, stop_token_ids
+
+    class Tok:  # Gemma's layout: eos is <eos>, turns end with <end_of_turn>
+        eos_token_id = 1
+
+        def get_vocab(self):
+            return {"<eos>": 1, "<end_of_turn>": 107, "hello": 5}
+
+    stops = stop_token_ids(Tok())
+    assert stops == [1, 107]
+    assert _until_stop([5, 5, 107, 9, 9], set(stops)) == [5, 5, 107]
+    assert _until_stop([5, 5], set(stops)) == [5, 5]
