@@ -161,7 +161,7 @@ def _train_evaluate_record(suite: Suite, model_name: str, spec: MethodSpec, seed
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(suite.resolved(), sort_keys=False, allow_unicode=True))
     seed_everything(seed)
-    model, tokenizer = load_model(model_name, suite.scale, suite.train.weights_dtype, suite.train.lora)
+    model, tokenizer = load_model(model_name, suite.scale, suite.train.weights_dtype, suite.train.lora, init=suite.init)
     data = load_language_data(suite.data, suite.languages.all)
     log_run_config(tracker, suite, {"run.model": model_name, "run.method": spec.name, "run.seed": seed,
                                     "run.method_options": json.dumps(spec.options, sort_keys=True),

@@ -1,6 +1,7 @@
-"""`polymoo analyze separability`: per-layer language separability of a model, before and after fine-tuning.
+"""`polymoo analyze separability | interference`: representation and interference analyses.
 
     polymoo analyze separability --model PATH_OR_NAME [--after RUN_DIR] [--languages en,fr,...]
+    polymoo analyze interference SUITE [--set ...]   (each language alone and each pair: interference per pair)
 """
 
 from __future__ import annotations
@@ -20,9 +21,16 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     a.add_argument("--n-per-language", type=int, default=None, help="parallel items per language (default all)")
     a.add_argument("--out", default=None)
     a.add_argument("--no-log", action="store_true")
+    from harness.analysis.interference_cli import add_parser as add_interference
+
+    add_interference(asub)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    if args.analysis == "interference":
+        from harness.analysis.interference_cli import command
+
+        return command(args)
     from harness.analysis.run import analyze_separability
 
     langs = [x.strip() for x in args.languages.split(",")] if args.languages else None

@@ -50,7 +50,8 @@ def _split(lang: str, pairs: Sequence[tuple[str, str]], cfg: DataConfig) -> tupl
     random.Random(f"{SPLIT_SEED}/{lang}").shuffle(rows)
     n_held = max(1, round(len(rows) * cfg.heldout_fraction))
     held, train = rows[:n_held], rows[n_held:]
-    return tuple(train[: cfg.max_examples_per_language]), tuple(held[: max(1, cfg.max_examples_per_language // 4)])
+    n_train = cfg.examples_per_language.get(lang, cfg.max_examples_per_language)
+    return tuple(train[:n_train]), tuple(held[: max(1, cfg.max_examples_per_language // 4)])
 
 
 def read_jsonl_rows(path: str, fields: tuple[str, str, str]) -> dict[str, list[tuple[str, str]]]:
@@ -117,6 +118,10 @@ def load_rows(cfg: DataConfig) -> dict[str, list[tuple[str, str]]]:
 
 
 def load_language_data(cfg: DataConfig, languages: Sequence[str]) -> LanguageData:
+    if cfg.source == "interference":
+        from harness.data.interference import lab_language_data
+
+        return lab_language_data(cfg, languages)
     if cfg.source == "chatterbot":
         from harness.data.chatterbot import load_pairs
 

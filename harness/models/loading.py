@@ -15,17 +15,24 @@ from harness.models.tiny import build_tiny
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def model_path(name: str, scale: str, cache_dir: Path | None = None) -> str:
+def model_path(name: str, scale: str, cache_dir: Path | None = None, init: str = "random") -> str:
+    """Folder (or hub id) of a model; a tiny twin is built on first use, random-init or pretrained (`init`)."""
     resolved = resolve_model(name, scale)
     if resolved.is_tiny:
-        return str(build_tiny(resolved.source.removeprefix("tiny:"), seed=0, cache_dir=cache_dir))
+        arch = resolved.source.removeprefix("tiny:")
+        if init == "pretrained":
+            from harness.models.pretrain import build_pretrained
+
+            return str(build_pretrained(arch, cache_dir=cache_dir))
+        return str(build_tiny(arch, seed=0, cache_dir=cache_dir))
     return resolved.source
 
 
 def load_model(name: str, scale: str, dtype: str = "float32", lora: LoraConfig | None = None,
-               cache_dir: Path | None = None) -> tuple[Any, Any]:
-    """(model, tokenizer). Tiny twins always start from the same weights (init seed 0) whatever the run seed."""
-    path = model_path(name, scale, cache_dir=cache_dir)
+               cache_dir: Path | None = None, init: str = "random") -> tuple[Any, Any]:
+    """(model, tokenizer). Tiny twins always start from the same weights (init seed 0) whatever the run seed;
+    `init: pretrained` starts them from their pretrained base (harness.models.pretrain)."""
+    path = model_path(name, scale, cache_dir=cache_dir, init=init)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

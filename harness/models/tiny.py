@@ -83,15 +83,24 @@ def build_tiny(arch: str, seed: int = 0, cache_dir: Path | None = None) -> Path:
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     init_tiny_weights(model, seed)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    save_atomic(model, tok, path)
+    return path
+
+
+def save_atomic(model: torch.nn.Module, tok: object, path: Path, notes: dict[str, str] | None = None) -> None:
+    """Save model, tokenizer and text `notes` (file name -> text) to `path` through a temporary folder and one rename:
+    a reader (another rank, another process) sees a whole model or none; when two writers race, the loser drops its
+    identical copy."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
+    tok.save_pretrained(tmp)  # type: ignore[attr-defined]
+    for name, text in (notes or {}).items():
+        (tmp / name).write_text(text)
     try:
         tmp.rename(path)  # atomic: a reader sees a whole twin or none
     except OSError:
         if not (path / "config.json").exists():
             raise
         shutil.rmtree(tmp)  # another process won the race with identical bytes
-    return path

@@ -98,7 +98,7 @@ def _separability(suite: Suite, out: Path, notes: list[str]) -> dict[str, list[A
     seed = suite.seeds[0]
     langs = list(suite.languages.all)
     for model_name in suite.models:
-        base, tok = load_model(model_name, suite.scale, suite.train.dtype)
+        base, tok = load_model(model_name, suite.scale, suite.train.weights_dtype, init=suite.init)
         before = separability(base, tok, langs)
         curves = {"before (base)": {"probe_acc": before.probe_acc, "silhouette": before.silhouette}}
         for spec in suite.methods:

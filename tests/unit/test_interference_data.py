@@ -1,0 +1,109 @@
+"""The controlled-interference lab's data: deterministic, conflict and relatedness by construction, knobs validated."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from harness.config import DataConfig
+from harness.data.interference import Lab, heldout_size, lab_language_data
+from harness.data.sft import load_language_data
+from harness.suite import suite_from_data
+
+LANGS = ["lab1", "lab2", "lab3"]
+
+
+def _cfg(**kw):
+    return DataConfig(source="interference", max_examples_per_language=40, **kw)
+
+
+def _answers(ex):
+    words = ex.response.split()
+    return dict(zip(words[0::2], words[1::2], strict=True))
+
+
+def test_deterministic_and_independent_of_partners():
+    cfg = _cfg(conflict=0.5, relatedness=0.5, dissenters=("lab3",))
+    a, b = lab_language_data(cfg, LANGS), lab_language_data(cfg, LANGS)
+    assert a.fingerprint() == b.fingerprint()
+    alone = lab_language_data(cfg, ["lab3"])
+    assert alone.train["lab3"] == a.train["lab3"] and alone.heldout["lab3"] == a.heldout["lab3"]
+    assert lab_language_data(_cfg(seed=1), LANGS).fingerprint() != lab_language_data(_cfg(), LANGS).fingerprint()
+    assert load_language_data(cfg, LANGS).fingerprint() == a.fingerprint()  # the suite path
+
+
+def test_heldout_is_parallel_disjoint_and_imbalance_sets_sizes():
+    cfg = _cfg(examples_per_language={"lab3": 10})
+    data = lab_language_data(cfg, LANGS)
+    assert [len(data.train[x]) for x in LANGS] == [40, 40, 10]
+    assert all(len(data.heldout[x]) == heldout_size(cfg) for x in LANGS)
+    assert [(e.prompt, e.response) for e in data.heldout["lab1"]] == [(e.prompt, e.response) for e in data.heldout["lab2"]]
+    held = {e.prompt for e in data.heldout["lab1"]}
+    assert not held & {e.prompt for e in data.train["lab1"]}
+
+
+def test_conflict_zero_agrees_and_conflict_contests_shared_inputs():
+    agree = lab_language_data(_cfg(relatedness=1.0), LANGS)
+    assert {e.response for e in agree.heldout["lab1"]} == {e.response for e in agree.heldout["lab3"]}
+    cfg = _cfg(conflict=0.5, relatedness=1.0, dissenters=("lab3",))
+    lab, data = Lab(cfg), lab_language_data(cfg, LANGS)
+    assert len(lab.contested) == 16
+    maps = {x: {} for x in LANGS}
+    for x in LANGS:
+        for ex in data.train[x] + data.heldout[x]:
+            maps[x] |= _answers(ex)
+    words = lab.surface("lab1")
+    assert lab.surface("lab3") == words  # relatedness 1: one shared vocabulary
+    for c in range(cfg.concepts):
+        w = words[c]
+        if w in maps["lab1"] and w in maps["lab3"]:
+            assert (maps["lab1"][w] != maps["lab3"][w]) == (c in lab.contested)
+            assert maps["lab1"][w] == maps["lab2"].get(w, maps["lab1"][w])
+
+
+def test_relatedness_zero_gives_disjoint_vocabularies():
+    lab = Lab(_cfg(relatedness=0.0))
+    sets = [set(lab.surface(x)) for x in LANGS]
+    assert all(len(s) == 32 for s in sets)
+    assert not (sets[0] & sets[1]) and not (sets[1] & sets[2])
+    half = Lab(_cfg(relatedness=0.5))
+    assert len(set(half.surface("lab1")) & set(half.surface("lab2"))) == 16
+
+
+def test_every_word_is_one_token():
+    from harness.models.tokenizer import offline_tokenizer
+
+    tok = offline_tokenizer()
+    lab = Lab(_cfg(relatedness=0.3))
+    for x in ["lab1", "lab8"]:
+        for w in lab.surface(x):
+            assert len(tok(" " + w, add_special_tokens=False)["input_ids"]) == 1, w
+
+
+BASE = {"suite": {"name": "t"}, "models": ["llama"], "methods": [{"name": "joint_sft"}], "eval": {"tasks": []}}
+
+
+@pytest.mark.parametrize(("data", "langs", "message"), [
+    ({"source": "interference", "conflict": 1.5, "dissenters": ["lab2"]}, ["lab1", "lab2"], "conflict: expected a number in [0, 1]"),
+    ({"source": "interference", "relatedness": -0.1}, ["lab1", "lab2"], "relatedness: expected a number in [0, 1]"),
+    ({"source": "interference", "concepts": 99}, ["lab1", "lab2"], "concepts: expected an integer in [2, 40]"),
+    ({"source": "interference", "dissenters": ["lab9"]}, ["lab1", "lab2"], "not a lab language"),
+    ({"source": "interference", "conflict": 0.5}, ["lab1", "lab2"], "needs both camps"),
+    ({"source": "interference"}, ["lab1", "en"], "source interference generates languages"),
+    ({"source": "chatterbot"}, ["lab1", "en"], "it needs data.source: interference"),
+    ({"source": "chatterbot", "conflict": 0.5}, ["en", "fr"], "only used by source: interference"),
+    ({"source": "interference", "examples_per_language": {"lab3": 5}}, ["lab1", "lab2"], "not a language of the suite"),
+    ({"source": "interference", "examples_per_language": {"lab2": 0}}, ["lab1", "lab2"], "expected a positive integer"),
+])
+def test_knobs_are_validated_with_clear_errors(data, langs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        suite_from_data({**BASE, "languages": {"seen": langs}, "data": data})
+
+
+def test_lab_suite_validates_and_keeps_old_hashes_stable():
+    suite = suite_from_data({**BASE, "languages": {"seen": LANGS},
+                             "data": {"source": "interference", "conflict": 0.5, "dissenters": ["lab3"]}})
+    assert suite.resolved()["data"]["conflict"] == 0.5
+    plain = suite_from_data({**BASE, "languages": {"seen": ["en", "fr"]}})
+    assert "conflict" not in plain.resolved()["data"] and "init" not in plain.resolved()

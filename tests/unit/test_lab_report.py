@@ -1,0 +1,51 @@
+"""harness.analysis.lab_report: worst-language losses paired by seed, from DONE records written by the runner."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.analysis.lab_report import compare, main, table
+from harness.suite import suite_from_data
+
+
+def _suite(tmp_path):
+    return suite_from_data({
+        "suite": {"name": "lab"}, "models": ["llama"], "languages": {"seen": ["lab1", "lab3"]},
+        "data": {"source": "interference", "conflict": 0.5, "dissenters": ["lab3"]}, "eval": {"tasks": []},
+        "methods": [{"name": "joint_sft"}, {"name": "mgda"}], "seeds": [0, 1, 2], "output_dir": str(tmp_path)})
+
+
+def _done(tmp_path, method, seed, lab1, lab3):
+    folder = tmp_path / "lab" / "llama" / method / f"seed{seed}"
+    folder.mkdir(parents=True)
+    metrics = {"eval/loss/lab1": lab1, "eval/loss/lab3": lab3, "eval/acc/lab1": 0.5, "eval/acc/lab3": 0.25}
+    (folder / "DONE").write_text(json.dumps({"run_id": "x", "metrics": metrics}))
+
+
+def test_worst_language_paired_by_seed(tmp_path, capsys):
+    suite = _suite(tmp_path)
+    for seed, (j1, j3, m1, m3) in enumerate([(1.0, 2.0, 1.2, 1.5), (1.1, 2.1, 1.3, 1.7), (0.9, 1.9, 1.0, 1.6)]):
+        _done(tmp_path, "joint_sft", seed, j1, j3)
+        _done(tmp_path, "mgda", seed, m1, m3)
+    report = compare(suite)
+    mgda = report["methods"]["mgda"]
+    assert mgda["worst_language"] == ["lab3"] * 3 and mgda["worst_loss"] == [1.5, 1.7, 1.6]
+    assert mgda["vs_baseline"]["mean_diff"] == pytest.approx(-0.4)
+    assert "vs_baseline" not in report["methods"]["joint_sft"]
+    assert "| mgda | 1.6000 ± 0.0577 | -0.4000" in table(report)
+
+
+def test_main_writes_json(tmp_path, capsys):
+    import yaml
+
+    suite = _suite(tmp_path)
+    for seed in (0, 1):
+        _done(tmp_path, "joint_sft", seed, 1.0, 2.0 + seed)
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump({**suite.resolved(), "suite": {"name": "lab"}}))
+    assert main([str(path), "--out", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["methods"]["joint_sft"]["worst_loss"] == [2.0, 3.0]
+    with pytest.raises(ValueError, match="no finished"):
+        compare(suite_from_data({**suite.resolved(), "methods": [{"name": "mgda"}], "output_dir": str(tmp_path / "no")}))
