@@ -11,7 +11,8 @@ Here a task is a language and the gradients span the whole trainable vector (no 
 "full MGDA", the baseline whose memory Bucket-Level MOO reports as prohibitive at scale).
 
 Choices, each an option (see `polymoo methods --long`):
-- solver: exact (closed form for K=2 with exact corners, support enumeration for K ≤ 12) instead of the reference
+- solver: exact (closed form for K=2 with exact corners, support enumeration for K ≤ 8, an exact active-set method
+  above: docs/solvers.md) instead of the reference
   Frank-Wolfe loop, whose 0.999/0.001 clamps and fixed iteration count give 1.7–4.6 % suboptimal points (DESIGN.md);
 - `normalize`: `none` (default) or `l2` — the reference code's `normalization_type` offers l2 / loss / loss+ / none;
   the loss-based ones need losses the combiner does not see, so only l2 is offered;

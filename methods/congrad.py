@@ -17,7 +17,8 @@ Reconstructed (each an option below, `source: reconstruction`; defaults are ours
   and its score parsing; pairs = best vs worst, ties skipped; the `reference` chrF judge for offline tiny runs;
 - the per-sample gradient is the LP-DPO gradient of the pair on the trainable parameters at the start of the
   iteration (policy = reference);
-- compression: seeded sparse / Gaussian random projection regenerated chunk by chunk (never stored) or per-matrix
+- compression: seeded sparse / Gaussian random projection, counter-based and generated block by block on the
+  gradient's device (never stored), or per-matrix
   two-sided low-rank sketch, rank `rank`;
 - EMA (decay `ema_decay`) of each language's compressed mini-batch mean gradients, kept across iterations;
 - PCGrad among the K EMAs (sum reduction, order seeded by (seed, iteration)) -> consensus d;
@@ -47,7 +48,7 @@ class CongradOptions(LoopOptions):
                                      "keep every pair with score >= threshold instead of the top rho (null: use rho)")
     compression: str = option("sparse", "reconstruction",
                               "per-sample gradient compression: sparse | gaussian (seeded random projections, "
-                              "regenerated per chunk) | lowrank (per-matrix two-sided sketch) | none")
+                              "counter-based, generated on the device) | lowrank (per-matrix two-sided sketch) | none")
     rank: int = option(256, "reconstruction",
                        "compressed dimension (sparse, gaussian) or per-matrix sketch rank r (lowrank: r x r per matrix)")
     sparse_nnz: int = option(4, "reconstruction", "non-zeros per column of the sparse projection")

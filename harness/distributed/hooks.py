@@ -25,8 +25,9 @@ Every hook runs plain averaging during the warm-up steps (DDP rebuilds its bucke
 PowerSGD hook does). PCGrad's projection order comes from `harness.seeding.generator(seed, "pcgrad", step, block)`
 (block = the bucket index with `ddp_bucket`, the module / tensor index otherwise, 0 for the full-gradient hooks, as the
 single-process whole-vector combiner), identical on every rank. Collectives are synchronous inside the hook; the block
-layout is host-side metadata and the weightings are pure tensor code, so the solve adds no host synchronisation
-(except `normalize: l2`, whose zero-gradient test picks the languages to solve over: one sync per block). The hook
+layout is host-side metadata and the weightings are pure tensor code, so for K ≤ 8 the solve adds no host synchronisation
+(except `normalize: l2`, whose zero-gradient test picks the languages to solve over: one sync per block; above K = 8
+the exact active-set solver runs on the host: one sync per solve, docs/solvers.md). The hook
 returns a completed future. A stateful weighting (GradVac) keeps its per-block states in `HookState.rule`, updated
 identically on every rank (same Gram, same generator) and saved in the engine's state dict; one that needs the
 per-language losses (FAMO) gets them in `HookState.losses`: the engine all-gathers the ranks' losses after the forward

@@ -193,7 +193,7 @@ class SelfJudge:
     name = "self"
     max_score = MAX_SCORE
 
-    def __init__(self, max_new_tokens: int = 64, batch_size: int = 16, prompt_max_tokens: int = 512):
+    def __init__(self, max_new_tokens: int = 64, batch_size: int = 16, prompt_max_tokens: int = 1024):
         self.max_new_tokens, self.batch_size, self.prompt_max_tokens = max_new_tokens, batch_size, prompt_max_tokens
         self.truncated = 0  # judge prompts whose response (or question) was shortened to fit
 

@@ -29,7 +29,7 @@ class LoopOptions:
                         "self: the model scores its answers with the additive 5-point rubric; reference: chrF against "
                         "the prompt's reference answer (deterministic; for tiny random models)")
     judge_max_new_tokens: int = option(64, "harness", "tokens the self judge may write")
-    max_judge_prompt_tokens: int = option(512, "harness", "the self judge's prompt budget: the rubric and the question "
+    max_judge_prompt_tokens: int = option(1024, "harness", "the self judge's prompt budget: the rubric and the question "
                                                           "are kept, the response is cut to fit")
     min_score_gap: float = option(0.0, "reconstruction", "pairs need best - worst > this (0: only exact ties skipped)")
     beta: float = option(0.1, "reconstruction", "DPO beta")

@@ -5,6 +5,7 @@ explicit scoring time. Writes results/bench/congrad_compression.json (committed)
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -30,7 +31,9 @@ def _distortion(x: torch.Tensor, y: torch.Tensor) -> float:
 @pytest.fixture(scope="module")
 def record():
     data: dict = {"machine": platform.machine(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                  "n_samples": N_SAMPLES, "rank": RANK, "compressions": {}}
+                  "cpu_count": os.cpu_count(), "load_avg_1m": os.getloadavg()[0], "n_samples": N_SAMPLES, "rank": RANK,
+                  "generator": "counter-based int64 hash of (seed, row, column), generated on the gradients' device "
+                               "one block of `chunk` columns per vectorised pass", "compressions": {}}
     yield data
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -64,7 +67,9 @@ def test_bench_compression(benchmark, record, llama_grads, name):
         "rank": rank, "compressed_dim": comp.dim, "params": layout.numel,
         "full_per_sample_bytes": mem["full_bytes"], "compressed_bytes": mem["compressed_bytes"],
         "saving_ratio": mem["saving_ratio"], "per_sample_saving_ratio": layout.numel / comp.dim,
-        "compress_seconds_mean": benchmark.stats.stats.mean,
+        "compress_seconds_mean": benchmark.stats.stats.mean, "device": str(grads.device),
+        "chunk": getattr(comp, "chunk", None),
+        "seconds_per_65536_params": benchmark.stats.stats.mean * 65536 / layout.numel,
         "max_pairwise_dot_distortion": _distortion(grads, out),
         "jl_bound": jl_epsilon(effective, N_SAMPLES),
     }

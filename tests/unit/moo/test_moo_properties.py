@@ -78,7 +78,7 @@ def test_mgda_pg_fallback_matches_oracle(k):
     assert_kkt(g, c, 1e-8)
 
 
-def test_mgda_large_k_uses_fallback_and_is_kkt():
+def test_mgda_large_k_uses_the_active_set_and_is_kkt():
     g = gram(random_jacobian(14, 30, 0))
     c = weighting("mgda")(g)
     assert_kkt(g, c, 1e-7)
