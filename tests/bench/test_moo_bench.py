@@ -35,10 +35,16 @@ STEP_CASES = {
     "bkmoo_cagrad": ("bkmoo", {"solver": "cagrad", "bucket_cap_mb": 0.25}),
     "bkmoo_mgda_nodiag": ("bkmoo", {"solver": "mgda", "bucket_cap_mb": 0.25, "diagnostics": {"enabled": False}}),
 }
-STEP_SUITE = {"languages": {"seen": ["en", "fr", "de", "es", "it", "pt"], "unseen": []},
-              "data": {"source": "json", "path": str(DATA_SLICE), "max_examples_per_language": 60},
-              "train": {"steps": 7, "batch_size_per_language": 4, "lr": 1.0e-3, "max_seq_len": 64,
-                        "schedule": "constant", "save_model": False}}
+STEP_LANGUAGES = ["en", "fr", "de", "es", "it", "pt", "nl", "tr", "ru", "id", "sv", "hi", "ja", "zh", "ko", "th"]
+STEP_KS = (4, 8, 16)
+
+
+def step_suite(k: int) -> dict:
+    """The first k languages of the frozen slice, 4 examples each per step (tokens per step grow with k)."""
+    return {"languages": {"seen": STEP_LANGUAGES[:k], "unseen": []},
+            "data": {"source": "json", "path": str(DATA_SLICE), "max_examples_per_language": 60},
+            "train": {"steps": 7, "batch_size_per_language": 4, "lr": 1.0e-3, "max_seq_len": 64,
+                      "schedule": "constant", "save_model": False}}
 
 
 def _env() -> dict:
@@ -61,11 +67,14 @@ def _summaries():
         _write("moo_weightings.json", _WEIGHTINGS, "median seconds per call of weighting(name)(G), G = JJᵀ of a random "
                "K×64 float64 J, default threads and under small_ops() (one intra-op thread, what the combiners use)")
     if _STEPS:
-        base = _STEPS.get("joint_sft", {}).get("mean_step_time_s")
-        for row in _STEPS.values():
-            row["overhead_vs_joint_sft"] = row["mean_step_time_s"] / base if base else None
-        _write("moo_step_overhead.json", _STEPS, "tiny llama twin, 6 languages × 4 examples, seq ≤ 64, 7 steps "
-               "(first excluded), diagnostics every step unless disabled; mean step time s and ratio to joint SFT")
+        for rows in _STEPS.values():
+            base = rows.get("joint_sft", {})
+            for row in rows.values():
+                row["time_vs_joint_sft"] = row["mean_step_time_s"] / base["mean_step_time_s"] if base else None
+                row["peak_mem_vs_joint_sft"] = row["peak_mem_mb"] / base["peak_mem_mb"] if base else None
+        _write("moo_step_overhead.json", _STEPS, "tiny llama twin, K languages × 4 examples, seq ≤ 64, 7 steps "
+               "(first excluded), diagnostics every step unless disabled; mean step time s and peak RSS MB (sampled "
+               "after each step; results/bench/grad_engine.md has exact per-step peaks) with ratios to joint SFT")
 
 
 def _gram(k: int) -> torch.Tensor:
@@ -98,8 +107,9 @@ def test_weighting_latency(benchmark, name, k, threads):
     _WEIGHTINGS.setdefault(name, {}).setdefault(f"K={k}", {})[threads] = benchmark.stats.stats.median
 
 
+@pytest.mark.parametrize("k", STEP_KS)
 @pytest.mark.parametrize("case", STEP_CASES)
-def test_step_overhead(benchmark, case):
+def test_step_overhead(benchmark, case, k):
     from tests.methods._tiny import train
 
     name, options = STEP_CASES[case]
@@ -107,9 +117,9 @@ def test_step_overhead(benchmark, case):
 
     def run():
         with tempfile.TemporaryDirectory() as tmp:
-            holder["out"] = train(name, options, tmp_path=Path(tmp), overrides=STEP_SUITE)
+            holder["out"] = train(name, options, tmp_path=Path(tmp), overrides=step_suite(k))
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     metrics = holder["out"].metrics
-    _STEPS[case] = {"method": name, "options": options, "mean_step_time_s": metrics["perf/mean_step_time_s"],
+    _STEPS.setdefault(f"K={k}", {})[case] = {"method": name, "options": options, "mean_step_time_s": metrics["perf/mean_step_time_s"],
                     "peak_mem_mb": metrics.get("perf/peak_mem_mb")}
