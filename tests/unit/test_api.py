@@ -133,8 +133,9 @@ def test_bad_options_fail_early():
         api._rank_languages(2, [0, 1], 2)
     with pytest.raises(ValueError, match="entries for 2 ranks"):
         api._rank_languages(2, [0, 1, 2], None)
-    with pytest.raises(ValueError, match="multiple"):
-        api._rank_languages(3, None, 2)
+    with pytest.raises(ValueError, match="at least one rank"):
+        api._rank_languages(0, None, 2)
+    assert api._rank_languages(3, None, 2) == (None, 2)  # uneven groups (2 + 1 ranks) are fine
     assert api._rank_languages(4, [0, 0, 1, 1], None) == ((0, 0, 1, 1), 2)
 
 
