@@ -227,6 +227,9 @@ class DistributedConfig:
     # how long the other ranks wait for rank 0 between runs (its evaluation, saving, plots): a gloo group of its own,
     # so `timeout_s` keeps bounding the training collectives (a dead rank still fails the run quickly)
     eval_timeout_s: int = 86400
+    # ddp: DDP + a communication hook per bucket; fsdp2: every decoder block a fully_shard unit, the unit is the bucket,
+    # MOO inside the unit's reduce-scatter (harness.distributed.fsdp2, docs/distributed.md)
+    engine: Literal["ddp", "fsdp2"] = "ddp"
 
     def check(self) -> list[tuple[str, str]]:
         out = []
@@ -352,7 +355,7 @@ _ADDED_LATER: dict[str, Any] = {
              "concepts": 32, "item_length": 4},
     "eval": {"bootstrap_iters": 100},
     "train": {"grad_engine": "loop", "master_weights": True, "gradient_checkpointing": False},
-    "distributed": {"eval_timeout_s": 86400},
+    "distributed": {"eval_timeout_s": 86400, "engine": "ddp"},
 }
 
 

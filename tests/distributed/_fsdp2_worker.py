@@ -1,0 +1,44 @@
+"""The FSDP2 worker of the distributed tests: trains the micro Llama under `Fsdp2Engine` on gloo ranks, checks after
+every step that every rank solved with bit-identical coefficients (the replicas' updates can only differ there: each
+rank holds its own shard), and writes what rank 0 saw for the comparison with the single-process simulation whose
+buckets are the FSDP units (`harness.distributed.simulate`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from tests.distributed._hook_worker import engine_parts, run_spec
+
+
+def _same_on_every_rank(t: torch.Tensor, world: int) -> bool:
+    gathered = torch.empty(world * t.numel(), dtype=t.dtype)
+    dist.all_gather_into_tensor(gathered, t.contiguous())
+    views = gathered.view(world, -1)
+    return bool(all(torch.equal(views[0], views[r]) for r in range(1, world)))
+
+
+def fsdp2_worker(rank: int, world: int, out_dir: str, runs: list[dict[str, Any]]) -> None:
+    """Train once per run (dicts as `_hook_worker`'s: name, hook mean|sharded|full, languages, weighting, ...); rank 0
+    writes `<name>.pt` (full final parameters, per-step metrics, per-step coefficient consistency, the units)."""
+    from harness.distributed.engine import token_mean_loss
+    from harness.distributed.fsdp2 import Fsdp2Engine
+
+    for run in runs:
+        model, cfg, train, batch_fn = engine_parts(run)
+        engine = Fsdp2Engine(model, cfg, train, run_spec(run)["languages"], batch_fn, token_mean_loss)
+        rows, consistent, coeffs = [], [], []
+        for step in range(train.steps):
+            rows.append(engine.step(step))
+            c = engine.coefficient_vector()
+            coeffs.append(c)
+            consistent.append(_same_on_every_rank(c, world) if c.numel() else True)
+        state = engine.full_state_dict(keep=rank == 0)
+        if rank == 0:
+            torch.save({"state": state, "metrics": rows, "consistent": consistent, "coefficients": coeffs,
+                        "units": engine.state.buckets, "grad_bytes": engine.grad_bytes, "run": run_spec(run)},
+                       Path(out_dir) / f"{run['name']}.pt")
+        dist.barrier()
