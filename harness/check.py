@@ -106,6 +106,21 @@ def _first_rows(path: Path, n: int = 20) -> list[dict[str, Any]]:
     return rows
 
 
+def _how_to_build(d: Any) -> str:
+    """The command that builds a missing data file (harness.data.hub_sources), or what to put there."""
+    from harness.data.hub_sources import SOURCES, recipe_for_path
+
+    recipe = recipe_for_path(d.path or "")
+    if recipe is not None:
+        source = SOURCES[recipe.source]
+        return (f"build it with `polymoo data prepare {recipe.name}` (from {source.dataset_id}, {source.licence}; "
+                "needs the hub or --from a local copy; docs/data.md), or point data.path at another JSONL file "
+                "(--set data.path=...)")
+    return (f"export the suite's data there as JSONL rows with fields {d.language_field}, {d.prompt_field}, "
+            f"{d.response_field} (the suite file's comment says what it holds), or point data.path at such a file "
+            "(--set data.path=...); `polymoo data list` shows the files polymoo can build")
+
+
 def check_data(suite: Suite, root: Path) -> list[Finding]:
     d = suite.data
     if d.source in ("chatterbot", "interference"):
@@ -116,10 +131,7 @@ def check_data(suite: Suite, root: Path) -> list[Finding]:
         return [Finding("data", "skip", f"data.path {d.path}: a hub dataset, named and not fetched (offline check); "
                                         "it is read when the run starts")]
     if not local.exists():
-        return [Finding("data", "fail", f"data.path {d.path}: no such file ({local}); export the suite's data "
-                                        f"there as JSONL rows with fields {d.language_field}, {d.prompt_field}, "
-                                        f"{d.response_field} (the suite file's comment says what it holds), or "
-                                        "point data.path at such a file (--set data.path=...)")]
+        return [Finding("data", "fail", f"data.path {d.path}: no such file ({local}); {_how_to_build(d)}")]
     try:
         rows = _first_rows(local)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -132,12 +144,11 @@ def check_data(suite: Suite, root: Path) -> list[Finding]:
     return [Finding("data", "ok", f"data.path {d.path}: {', '.join(fields)} present in the first {len(rows)} rows")]
 
 
-def _single_process_total(f: Any, k: int, wl: Any) -> float:
-    """One process, a gradient method: the planner's DDP-free memory plus K fp32 per-language gradient copies."""
-    from harness.distributed.planner import predict_memory
+def _single_process_total(f: Any, k: int, wl: Any, scope: str = "global") -> float:
+    """One process: the planner's peak of the HF Trainer path (a gradient method holds K fp32 per-language rows)."""
+    from harness.distributed.planner import predict_single_process
 
-    base = predict_memory(f, "mean", 1, k, "ddp", wl)
-    return base["total"] - base["gradients"] / 2 + k * f.params_trainable * 4
+    return predict_single_process(f, {"mean": "joint", "bucket": "bucket"}.get(scope, "global"), k, wl)["total"]
 
 
 def check_memory(suite: Suite, nproc: int, gpu_mem_gb: float | None) -> list[Finding]:
@@ -152,7 +163,7 @@ def check_memory(suite: Suite, nproc: int, gpu_mem_gb: float | None) -> list[Fin
     k, t = len(suite.languages.seen), suite.train
     lora = None if t.lora is None else {"rank": t.lora.rank, "alpha": t.lora.alpha,
                                         "target_modules": list(t.lora.target_modules)}
-    wl = Workload(batch=t.batch_size_per_language, seq=t.max_seq_len)
+    wl = Workload.from_train(t)  # the run's precision, optimizer, batch and checkpointing
     out = []
     for model in suite.models:
         f = facts(meta_model(model, lora=lora), model)
@@ -171,9 +182,9 @@ def _memory_finding(f: Any, label: str, scope: str, hook: str | None, suite: Sui
         resolved = resolve_hook(plan_cls(scope=scope, hook=hook), suite.distributed.hook)
         total, where = predict_memory(f, resolved, nproc, k, "ddp", wl)["total"], f"DDP hook {resolved}"
     elif scope == "mean":
-        total, where = predict_memory(f, "mean", 1, k, "ddp", wl)["total"], "one process"
+        total, where = _single_process_total(f, k, wl, scope), "one process"
     else:
-        total, where = _single_process_total(f, k, wl), f"one process, {k} fp32 gradient copies"
+        total, where = _single_process_total(f, k, wl, scope), f"one process, {k} fp32 gradient copies"
     fits = total <= gpu_mem_gb * GB
     advice = "" if fits else ("; alternatives: train.lora, more ranks with a bucket hook (sharded), or a larger card "
                               "(`polymoo plan SUITE` shows every setting)")

@@ -2,6 +2,7 @@
 
     run.py          polymoo run          train and evaluate a suite (torchrun when --nproc > 1)
     check.py        polymoo check        check a suite before launch (world, lm-eval tasks, data, memory)
+    data.py         polymoo data         build the data files the suites name (data prepare NAME) from hub datasets
     methods.py      polymoo methods      list the registered methods
     leaderboard.py  polymoo leaderboard  a suite's leaderboard from MLflow
     plan.py         polymoo plan         the capacity planner's table
@@ -29,13 +30,15 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.cli import analyze, check, evaluate, leaderboard, methods, plan, reproduce, run, ui
+from harness.cli import analyze, check, data, evaluate, leaderboard, methods, plan, reproduce, run, ui
 from harness.validate import ConfigError
 
 DESCRIPTION = """`polymoo` command line (also `python -m harness`).
 
     polymoo run SUITE [--set key=value ...] [--model M] [--method NAME] [--seed S] [--resume | --resume-changed]
                       [--nproc N]
+    polymoo check SUITE [--nproc N] [--gpu-mem GB]
+    polymoo data prepare NAME [--from DIR]      (polymoo data list: the data files the suites name)
     polymoo methods [--long]
     polymoo leaderboard SUITE [--metric acc|loss] [--format md|csv|html]
     polymoo ui [--port 5000]
@@ -50,6 +53,7 @@ Command = Callable[[argparse.Namespace], int]
 SUBCOMMANDS: dict[str, tuple[AddParser, Command]] = {
     "run": (run.add_parser, run.cmd_run),
     "check": (check.add_parser, check.cmd_check),
+    "data": (data.add_parser, data.cmd_data),
     "methods": (methods.add_parser, methods.cmd_methods),
     "leaderboard": (leaderboard.add_parser, leaderboard.cmd_leaderboard),
     "plan": (plan.add_parser, plan.cmd_plan),
