@@ -101,8 +101,10 @@ class _TermGuard:
 # -- the suite path -----------------------------------------------------------------------------------------------
 
 
-def _build_engine(run: Any, spec: GradientPlan, hook: str, world: int, device: torch.device) -> DistEngine:
-    """The DDP engine for the run: language-per-rank batches, token-mean loss, the hook and its weighting."""
+def _build_engine(run: Any, spec: GradientPlan, hook: str, world: int, device: torch.device,
+                  engine_cls: type = DistEngine) -> DistEngine:
+    """The DDP engine for the run (or ``engine_cls``'s, the FSDP2 one): language-per-rank batches, token-mean loss,
+    the hook and its weighting."""
     from harness.data.sft import TokenizedLanguages, collate
     from harness.distributed.data import make_batch_fn
     from harness.train.sft import token_losses
@@ -120,7 +122,7 @@ def _build_engine(run: Any, spec: GradientPlan, hook: str, world: int, device: t
                        bucket_cap_mb=spec.bucket_cap_mb, warmup_steps=dcfg.warmup_steps, grad_accum=dcfg.grad_accum,
                        seed=run.seed, normalize=spec.normalize, output_scale=spec.output_scale,
                        granularity=spec.granularity)
-    return DistEngine(run.model.to(device), cfg, t, len(seen), batch_fn, loss_fn)
+    return engine_cls(run.model.to(device), cfg, t, len(seen), batch_fn, loss_fn)
 
 
 def _log_start(run: Any, engine: DistEngine, spec: GradientPlan, hook: str, world: int, start: int) -> None:
@@ -142,8 +144,10 @@ def _log_start(run: Any, engine: DistEngine, spec: GradientPlan, hook: str, worl
         tracker.restart_from_step(start)
 
 
-def _train_steps(run: Any, engine: DistEngine, start: int, world: int, rank: int) -> list[dict[str, float]]:
-    """The optimizer steps from `start`: log every `log_every`, the bucket map once, checkpoints every `save_every`."""
+def _train_steps(run: Any, engine: DistEngine, start: int, world: int, rank: int,
+                 checkpoint: bool = True) -> list[dict[str, float]]:
+    """The optimizer steps from `start`: log every `log_every`, the bucket map once, checkpoints every `save_every`
+    (unless ``checkpoint`` is False: the FSDP2 engine writes none)."""
     t, seen, tracker = run.suite.train, list(run.suite.languages.seen), run.tracker
     rows: list[dict[str, float]] = []
     buckets_logged = False
@@ -161,7 +165,7 @@ def _train_steps(run: Any, engine: DistEngine, start: int, world: int, rank: int
             if rank == 0 and not buckets_logged and engine.state.buckets:
                 tracker.log_dict({str(k): v for k, v in sorted(engine.state.buckets.items())}, "dist/buckets.json")
                 buckets_logged = True
-            if t.save_every and done % t.save_every == 0 and done < t.steps:
+            if checkpoint and t.save_every and done % t.save_every == 0 and done < t.steps:
                 if rank == 0:
                     save_checkpoint(engine, run.run_dir, done)
                 dist.barrier()
@@ -170,7 +174,11 @@ def _train_steps(run: Any, engine: DistEngine, start: int, world: int, rank: int
 
 def train_distributed(run: Any, spec: GradientPlan, hook: str) -> tuple[Any, dict[str, float]]:
     """Train run.model on the seen languages across the torchrun world with the method's plan and the hook the
-    executor resolved; returns (model, summary metrics)."""
+    executor resolved; returns (model, summary metrics). ``distributed.engine: fsdp2`` runs the FSDP2 engine."""
+    if run.suite.distributed.engine == "fsdp2":
+        from harness.distributed.fsdp2_run import train_fsdp2
+
+        return train_fsdp2(run, spec, hook)
     world, rank = dist.get_world_size(), dist.get_rank()
     check_world(world, len(run.suite.languages.seen))
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
