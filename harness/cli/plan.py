@@ -22,6 +22,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--seq", type=int, default=None, help="sequence length (default: train.max_seq_len)")
     p.add_argument("--no-checkpointing", action="store_true", help="activations without activation checkpointing")
     p.add_argument("--out", default="results/planner", help="folder for <suite>.md / .csv / _claim.json")
+    p.add_argument("--engine", choices=("ddp", "fsdp2"), default="ddp",
+                   help="fsdp2: per-rank memory and bytes of the FSDP2 engine (harness.distributed.planner_fsdp2)")
 
 
 def _catalog_key(name: str) -> str:
@@ -57,6 +59,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     suite = load_suite(args.suite, args.overrides)
     models = _planned_models(suite)
+    if args.engine == "fsdp2":
+        return _plan_fsdp2(args, suite, models)
     caps = [float(m.options["bucket_cap_mb"]) for m in suite.methods if "bucket_cap_mb" in m.options]
     cap = args.bucket_cap_mb or (caps[0] if caps else 25.0)
     worlds = [int(x) for x in args.nproc.split(",") if x.strip()]
@@ -71,4 +75,21 @@ def cmd_plan(args: argparse.Namespace) -> int:
     paths = write_plan(Path(args.out), suite.suite.name, rows, wl, cap)
     print(to_markdown(rows, closest_to_claim(rows), wl, cap))
     print(f"\nwritten: {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def _plan_fsdp2(args: argparse.Namespace, suite, models: list[str]) -> int:
+    """The FSDP2 engine's table at the first --nproc, written to <out>/<suite>_fsdp2.md."""
+    from harness.distributed.planner_fsdp2 import Fsdp2Workload, plan_table, to_markdown
+
+    flag = getattr(args, "checkpointing", None)  # --checkpointing / --no-checkpointing; None: the suite's
+    wl = Fsdp2Workload(batch=args.batch or suite.train.batch_size_per_language, seq=args.seq or suite.train.max_seq_len,
+                       compute_bytes=2 if suite.train.dtype != "float32" else 4,
+                       checkpointing=suite.train.gradient_checkpointing if flag is None else flag)
+    world = int(args.nproc.split(",")[0])
+    text = to_markdown(plan_table(models, world, args.languages or len(suite.languages.seen), wl), wl)
+    out = Path(args.out) / f"{suite.suite.name}_fsdp2.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(text + f"\nwritten: {out}")
     return 0

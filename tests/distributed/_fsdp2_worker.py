@@ -42,3 +42,28 @@ def fsdp2_worker(rank: int, world: int, out_dir: str, runs: list[dict[str, Any]]
                         "units": engine.state.buckets, "grad_bytes": engine.grad_bytes, "run": run_spec(run)},
                        Path(out_dir) / f"{run['name']}.pt")
         dist.barrier()
+
+
+def memory_worker(rank: int, world: int, out_dir: str, spec: dict[str, Any]) -> None:
+    """For each FSDP2 mode: one step to create AdamW's state, then one step under torch's FSDPMemTracker; rank 0
+    writes `memory.pt` (peak bytes by category and the step's bytes, per mode) for the planner comparison."""
+    from harness.config import TrainConfig
+    from harness.distributed.data import synthetic_batch_fn
+    from harness.distributed.engine import EngineConfig, token_mean_loss
+    from harness.distributed.fsdp2 import Fsdp2Engine
+    from harness.distributed.planner_fsdp2 import measure_peak
+    from harness.distributed.workers import micro_llama
+
+    out = {}
+    for mode in ("mean", "sharded", "full"):
+        model = micro_llama(**spec["model"])
+        cfg = EngineConfig(hook=mode, weighting="mean" if mode == "mean" else "mgda", warmup_steps=0)
+        batch_fn = synthetic_batch_fn(spec["model"]["vocab"], spec["seq"], spec["batch"], 0, spec["languages"])
+        engine = Fsdp2Engine(model, cfg, TrainConfig(steps=2, lr=1e-3, schedule="constant"), spec["languages"],
+                             batch_fn, token_mean_loss)
+        engine.step(0)
+        peak = measure_peak(engine, 1)
+        out[mode] = {"peak": peak, "metrics": engine.step(1)}
+    if rank == 0:
+        torch.save(out, Path(out_dir) / "memory.pt")
+    dist.barrier()
