@@ -7,10 +7,11 @@ local task names) and every value (:mod:`harness.suite`). On top of that:
   its weighting can run on that world (stateful weightings need N ≥ K and a granularity other than ``module``);
 * ``lm_eval``: the names under ``eval.lm_eval_tasks`` against lm-eval's own task registry, with a did-you-mean;
 * ``data``: a local file the suite names exists and its rows carry the language / prompt / response fields (the first
-  rows are read); a hub dataset is named, not fetched (the check is offline);
+  rows are read); a missing file names the command that builds it (``polymoo data prepare NAME``,
+  :mod:`harness.data.hub_sources`); a hub dataset is named, not fetched (the check is offline);
 * ``memory`` (``--gpu-mem GB``, full scale): the planner's per-rank prediction (:mod:`harness.distributed.planner`)
-  for every model and method at N, and for one process the K per-language fp32 gradient copies of the single-process
-  path, against the card.
+  for every model and method at N; for one process the memory guard (:mod:`harness.memory_guard`: K float32
+  per-language gradient rows), which `polymoo run` also applies, without --gpu-mem, against the device it will use.
 
 A check that cannot run says so (``skip``) instead of passing silently.
 """
@@ -144,54 +145,78 @@ def check_data(suite: Suite, root: Path) -> list[Finding]:
     return [Finding("data", "ok", f"data.path {d.path}: {', '.join(fields)} present in the first {len(rows)} rows")]
 
 
-def _single_process_total(f: Any, k: int, wl: Any, scope: str = "global") -> float:
-    """One process: the planner's peak of the HF Trainer path (a gradient method holds K fp32 per-language rows)."""
-    from harness.distributed.planner import predict_single_process
+def guarded_methods(suite: Suite) -> list[Any]:
+    """The suite's gradient methods as the memory guard sees them: label, the planner's single-process method and
+    the DDP hook each would use under torchrun."""
+    from harness.executor import resolve_hook
+    from harness.memory_guard import GuardedMethod
+    from harness.moo.options import GradientPlan
 
-    return predict_single_process(f, {"mean": "joint", "bucket": "bucket"}.get(scope, "global"), k, wl)["total"]
+    out = []
+    for spec in _gradient_methods(suite):
+        scope, _, _, hook = _method_scope(spec)
+        out.append(GuardedMethod(spec.display, {"mean": "joint"}.get(scope, scope),
+                                 resolve_hook(GradientPlan(scope=scope, hook=hook), suite.distributed.hook)))
+    return out
+
+
+def check_single_process(suite: Suite, capacity: Any) -> list[Finding]:
+    """The memory guard (:mod:`harness.memory_guard`): one process, K float32 per-language gradient rows, against
+    `capacity` (stated by --gpu-mem or measured on the device the run would use)."""
+    if suite.scale != "full":
+        return [Finding("memory", "skip", "tiny scale: the twins fit any device")]
+    methods = guarded_methods(suite)
+    if not methods:
+        return [Finding("memory", "skip", "no gradient method in one process (preference methods are not planned)")]
+    from harness.memory_guard import guard_single_process
+
+    k = len(suite.languages.seen)
+    verdicts = guard_single_process(suite.models, methods, k, suite.train, capacity,
+                                    nproc_alternative=max(suite.distributed.nproc, k))
+    return [Finding("memory", v.status, v.message) for v in verdicts]
 
 
 def check_memory(suite: Suite, nproc: int, gpu_mem_gb: float | None) -> list[Finding]:
     if gpu_mem_gb is None:
         return [Finding("memory", "skip", "no --gpu-mem given")]
+    if nproc == 1:
+        from harness.memory_guard import device_capacity
+
+        return check_single_process(suite, device_capacity(gpu_mem_gb))
     if suite.scale != "full":
         return [Finding("memory", "skip", "tiny scale: the twins fit any device")]
-    from harness.distributed.planner import Workload, facts, meta_model
-    from harness.executor import resolve_hook
-    from harness.moo.options import GradientPlan
+    from harness.distributed.planner import Workload, facts, meta_model, predict_memory
+    from harness.memory_guard import lora_dict
 
-    k, t = len(suite.languages.seen), suite.train
-    lora = None if t.lora is None else {"rank": t.lora.rank, "alpha": t.lora.alpha,
-                                        "target_modules": list(t.lora.target_modules)}
-    wl = Workload.from_train(t)  # the run's precision, optimizer, batch and checkpointing
+    k, wl = len(suite.languages.seen), Workload.from_train(suite.train)  # the run's precision, optimizer, batch
+    methods = guarded_methods(suite)
+    if not methods:
+        return [Finding("memory", "skip", "no gradient method (preference methods are not planned)")]
     out = []
     for model in suite.models:
-        f = facts(meta_model(model, lora=lora), model)
-        for spec in _gradient_methods(suite):
-            scope, _, _, hook = _method_scope(spec)
-            out.append(_memory_finding(f, spec.display, scope, hook, suite, nproc, k, wl, gpu_mem_gb, GradientPlan,
-                                       resolve_hook))
+        try:
+            f = facts(meta_model(model, lora=lora_dict(suite.train.lora)), model)
+        except KeyError as err:  # a hub id or a catalog model without a config.json for the planner
+            out.append(Finding("memory", "skip", f"{model}: not checked, the planner has no config ({err})"))
+            continue
+        for m in methods:
+            total = predict_memory(f, m.hook, nproc, k, "ddp", wl)["total"]
+            fits = total <= gpu_mem_gb * GB
+            advice = "" if fits else ("; alternatives: train.lora, more ranks with a bucket hook (sharded), or a "
+                                      "larger card (`polymoo plan SUITE` shows every setting)")
+            out.append(Finding("memory", "ok" if fits else "fail", f"{f.name} / {m.label} (DDP hook {m.hook}): "
+                               f"{total / GB:.1f} GB predicted per rank of {gpu_mem_gb:g} GB{advice}"))
     return out
 
 
-def _memory_finding(f: Any, label: str, scope: str, hook: str | None, suite: Suite, nproc: int, k: int, wl: Any,
-                    gpu_mem_gb: float, plan_cls: Any, resolve_hook: Any) -> Finding:
-    from harness.distributed.planner import predict_memory
+def run_checks(suite: Suite, nproc: int, gpu_mem_gb: float | None, root: Path,
+               measure_device: bool = False) -> list[Finding]:
+    """Every check; `measure_device` (polymoo run's pre-flight): without --gpu-mem, a single-process run is checked
+    against the memory of the device it is about to use."""
+    if measure_device and nproc == 1 and gpu_mem_gb is None:
+        from harness.memory_guard import device_capacity
 
-    if nproc > 1:
-        resolved = resolve_hook(plan_cls(scope=scope, hook=hook), suite.distributed.hook)
-        total, where = predict_memory(f, resolved, nproc, k, "ddp", wl)["total"], f"DDP hook {resolved}"
-    elif scope == "mean":
-        total, where = _single_process_total(f, k, wl, scope), "one process"
+        memory = check_single_process(suite, device_capacity(None))
     else:
-        total, where = _single_process_total(f, k, wl, scope), f"one process, {k} fp32 gradient copies"
-    fits = total <= gpu_mem_gb * GB
-    advice = "" if fits else ("; alternatives: train.lora, more ranks with a bucket hook (sharded), or a larger card "
-                              "(`polymoo plan SUITE` shows every setting)")
-    return Finding("memory", "ok" if fits else "fail",
-                   f"{f.name} / {label} ({where}): {total / GB:.1f} GB predicted per rank of {gpu_mem_gb:g} GB{advice}")
-
-
-def run_checks(suite: Suite, nproc: int, gpu_mem_gb: float | None, root: Path) -> list[Finding]:
-    return [*check_world(suite, nproc), *check_lm_eval_tasks(suite), *check_data(suite, root),
-            *check_memory(suite, nproc, gpu_mem_gb)]
+        memory = check_memory(suite, nproc, gpu_mem_gb)
+    return [*check_world(suite, nproc), *check_lm_eval_tasks(suite), *check_data(suite, root), *memory]

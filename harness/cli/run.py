@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 from harness.cli.common import add_node_args, nodes_of, suite_args
 from harness.cli.leaderboard import default_metric, print_leaderboard
@@ -30,8 +31,28 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                         "new settings, its params are updated and the change (old -> new) is recorded as a tag and "
                         "an artifact (without it such a resume is refused, naming the keys)")
     p.add_argument("--nproc", type=int, default=None, help="processes (torchrun); default: suite distributed.nproc")
+    p.add_argument("--gpu-mem", type=float, default=None,
+                   help="GB per device for the pre-flight memory check (default: measured on the device one process "
+                        "would use: CUDA's free memory, else the host's available RAM)")
     add_node_args(p)
     p.add_argument("--no-leaderboard", action="store_true", help="do not print the leaderboard afterwards")
+
+
+def preflight(path: str, suite: Any, world: int, gpu_mem_gb: float | None) -> bool:
+    """`polymoo check` before anything loads or launches (once, not on every rank): world, lm-eval task names, data
+    and memory; one process is checked against the device it is about to use (harness.memory_guard). Prints the
+    failures and returns False when there are any."""
+    from pathlib import Path
+
+    from harness.check import run_checks
+
+    failed = [f for f in run_checks(suite, world, gpu_mem_gb, Path.cwd(), measure_device=True) if f.status == "fail"]
+    for f in failed:
+        print(f"polymoo run: {f.check}: {f.message}", file=sys.stderr)
+    if failed:
+        print(f"polymoo run: {len(failed)} problem(s) before launch, nothing was loaded; `polymoo check {path}` "
+              "lists every check", file=sys.stderr)
+    return not failed
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -43,6 +64,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError([f"{args.suite}: --model/--method filter selects nothing"])
     nproc = args.nproc if args.nproc is not None else suite.distributed.nproc
     nodes = nodes_of(args)
+    if "LOCAL_RANK" not in os.environ and not preflight(args.suite, suite, nproc * nodes.nnodes, args.gpu_mem):
+        return 2
     if (nproc > 1 or nodes.nnodes > 1) and "LOCAL_RANK" not in os.environ:
         from harness.distributed.launch import launch
 

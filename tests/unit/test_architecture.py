@@ -5,7 +5,8 @@ Layers, low to high (a module may import its own layer and the ones below):
   0 schema and utilities: validate, languages, seeding, lockfile, faults, config
   1 building blocks: method, registry, data, models, buckets, moo, perf, plots, tracking
   2 engines and jobs: suite, train, preference, distributed, evaluate, analysis, leaderboard
-  3 orchestration: executor, runner, reproduce, api (the public own-loop API over moo and distributed), check
+  3 orchestration: executor, runner, reproduce, api (the public own-loop API over moo and distributed), check,
+    memory_guard (check's single-process memory refusal, over the planner)
   4 entry points: cli, __main__
 """
 
@@ -22,7 +23,7 @@ LAYERS = {
     0: ("validate", "languages", "seeding", "lockfile", "faults", "config"),
     1: ("method", "registry", "data", "models", "buckets", "moo", "perf", "plots", "tracking"),
     2: ("suite", "train", "preference", "distributed", "evaluate", "analysis", "leaderboard"),
-    3: ("executor", "runner", "reproduce", "api", "check"),
+    3: ("executor", "runner", "reproduce", "api", "check", "memory_guard"),
     4: ("cli", "__main__", "__init__"),
 }
 # The imports that run back up, each with the reason its importer's docstring gives (at most two).
