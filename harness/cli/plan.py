@@ -1,7 +1,10 @@
 """`polymoo plan SUITE`: the capacity planner's table for the suite's models at full scale (meta device, no weights).
 
     polymoo plan suites/bkmoo_paper.yaml [--nproc 8,16,64] [--languages K] [--bucket-cap-mb 25] [--seq 1024]
-                 [--batch 1] [--no-checkpointing] [--out results/planner]
+                 [--batch 1] [--checkpointing | --no-checkpointing] [--out results/planner]
+
+Precision, optimizer and activation checkpointing are the suite's (``train.dtype``, ``train.master_weights``,
+``train.optimizer``, ``train.gradient_checkpointing``), so the table predicts what `polymoo run` would hold.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                    help="DDP bucket cap (default: the suite's bkmoo bucket_cap_mb, else 25)")
     p.add_argument("--batch", type=int, default=None, help="per-rank micro-batch (default: train.batch_size_per_language)")
     p.add_argument("--seq", type=int, default=None, help="sequence length (default: train.max_seq_len)")
-    p.add_argument("--no-checkpointing", action="store_true", help="activations without activation checkpointing")
+    p.add_argument("--checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                   help="activation checkpointing on / off (default: the suite's train.gradient_checkpointing)")
     p.add_argument("--out", default="results/planner", help="folder for <suite>.md / .csv / _claim.json")
     p.add_argument("--engine", choices=("ddp", "fsdp2"), default="ddp",
                    help="fsdp2: per-rank memory and bytes of the FSDP2 engine (harness.distributed.planner_fsdp2)")
@@ -65,8 +69,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     cap = args.bucket_cap_mb or (caps[0] if caps else 25.0)
     worlds = [int(x) for x in args.nproc.split(",") if x.strip()]
     k = args.languages or len(suite.languages.seen)
-    wl = Workload(batch=args.batch or suite.train.batch_size_per_language, seq=args.seq or suite.train.max_seq_len,
-                  checkpointing=not args.no_checkpointing)
+    t = suite.train
+    wl = Workload.from_train(t, batch=args.batch or t.batch_size_per_language, seq=args.seq or t.max_seq_len,
+                             checkpointing=t.gradient_checkpointing if args.checkpointing is None else args.checkpointing)
     lora = None
     if suite.train.lora is not None:
         lora = {"rank": suite.train.lora.rank, "alpha": suite.train.lora.alpha,

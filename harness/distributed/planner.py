@@ -2,10 +2,13 @@
 
 Each base LLM is built on the meta device from its config (`harness/models/configs/<catalog key>.json`, the public
 config.json values), its DDP bucket plan is computed (`harness.buckets`), and for every method/hook, every N, DDP or
-ZeRO-3/FSDP-style sharding, full fine-tuning or LoRA, the planner predicts per rank and per optimizer step:
+ZeRO-3/FSDP-style sharding, full fine-tuning or LoRA, the planner predicts per rank and per optimizer step the bytes
+sent (here) and the peak memory (:mod:`harness.distributed.planner_memory`, phase by phase, from the run's precision:
+``train.dtype: bfloat16`` with master weights means float32 weights, gradients and AdamW state, bf16 autocast).
 
 bytes sent (the accounting convention of `harness.distributed.accounting`; G_b = bytes of bucket b's gradient,
-c_b = ceil(numel_b / N), e = gradient element size, K = languages per step = min(N, K)):
+c_b = ceil(numel_b / N), e = gradient element size — the weights' dtype, so 4 under mixed precision: DDP's buckets
+hold .grad's dtype —, K = languages per step = min(N, K)):
   mean         Σ_b 2(N−1)/N·G_b                          (DDP all-reduce; under ZeRO a reduce-scatter: (N−1)/N·G_b)
   sharded      Σ_b [2(N−1)·c_b·e + 2(N−1)/N·8K²]          (all-to-all + all-gather of slices + K×K float64 Gram)
                under ZeRO the combined slice IS the rank's shard: no all-gather, (N−1)·c_b·e + Gram — reduce-scatter cost
@@ -14,19 +17,8 @@ c_b = ceil(numel_b / N), e = gradient element size, K = languages per step = min
   full_gather  Σ_b (N−1)·G_b
   ZeRO-3 also all-gathers the (sharded) weights twice per step (forward and backward): 2(N−1)/N·P·w, listed apart.
 
-memory (bytes per rank), w = weight bytes, e = gradient bytes, P = trainable, P_all = all parameters:
-  weights      DDP P_all·w; ZeRO P_all·w/N + the largest unit gathered (U_max·w)
-  gradients    DDP P·e (.grad) + P·e (DDP's bucket buffers; gradient_as_bucket_view=False, as DistEngine);
-               ZeRO P·e/N + U_max·e (the unit being reduced)
-  optimizer    AdamW: 2 states per trainable parameter in the state dtype, plus a float32 master copy when the
-               weights are 16-bit: P·(2·s + m), s = 4, m = 4 if w = 2 else 0; ZeRO divides by N
-  hook extra   mean 0; sharded B_max·(2 + 1) + K·c_max·4 + c_max·4 (padded copy, received slices, language rows,
-               combined slice, gathered bucket); allgather N·B_max + K·numel_max·4 + B_max; full K·(P/N)·4 kept rows
-               + 2·B_max; full_gather K·P·4 kept rows + N·B_max (language rows are float32, as the hooks keep them)
-  activations  Korthikanti et al. 2022 per layer b·s·(34h + 5as) bytes at 16 bits (×2 at 32 bits; the 5as term
-               dropped with flash attention), only the layer inputs 2·b·s·h (×L) with activation checkpointing plus one
-               layer's working set; logits b·s·V·(w + 4 + 4) (output, float32 copy, gradient)
-The same formulas predict the CPU runs (tests/unit/test_planner.py compares them with results/bench/comm_*.json).
+The same code predicts the CPU runs: tests/unit/test_planner_measured.py runs the DDP engine on gloo and the
+single-process steps on a tiny Llama and compares bytes (within 5 %) and the peak of live tensor storages (within 20 %).
 """
 
 from __future__ import annotations
@@ -42,6 +34,19 @@ from typing import Any
 import torch
 
 from harness.distributed.accounting import allgather_bytes, allreduce_bytes
+from harness.distributed.planner_memory import (
+    Precision,
+    Workload,
+    activation_bytes,
+    hook_extra_bytes,
+    precision,
+    predict_memory,
+    predict_single_process,
+)
+
+__all__ = ["GB", "METHODS", "ModelFacts", "PlanRow", "Precision", "Workload", "activation_bytes", "closest_to_claim",
+           "config_path", "facts", "hook_extra_bytes", "load_config", "meta_model", "plan_rows", "precision",
+           "predict_bytes", "predict_memory", "predict_single_process", "to_csv", "to_markdown", "write_plan"]
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "models" / "configs"
 GB = 1e9
@@ -71,23 +76,14 @@ class ModelFacts:
     weight_bytes: int  # bytes per weight element
     grad_bytes: int  # bytes per gradient element
     lora: bool = False
+    intermediate: int = 0  # MLP width
+    kv_width: int = 0  # key/value heads × head dim
+    cast_numel: int = 0  # elements of the linear weights autocast copies (all of them, frozen ones too)
+    max_param_numel: int = 0  # the largest trainable tensor (AdamW's per-tensor step temporaries)
 
     @property
     def n_buckets(self) -> int:
         return len(self.bucket_numel)
-
-
-@dataclass(frozen=True)
-class Workload:
-    """Per-rank micro-batch and training choices that set activations and optimizer state."""
-
-    batch: int = 1
-    seq: int = 1024
-    checkpointing: bool = True
-    flash_attention: bool = True
-    optimizer_state_bytes: int = 4  # AdamW m and v
-    master_weights: bool | None = None  # None: when weights are 16-bit
-    ddp_bucket_copy: bool = True  # DDP bucket buffers beside .grad (gradient_as_bucket_view=False)
 
 
 # -- models -------------------------------------------------------------------------------------------------------
@@ -140,21 +136,36 @@ def facts(model: torch.nn.Module, name: str, bucket_cap_mb: float = 25.0, ready_
         bucket_numel = [b.numel for b in bucket_plan(model, bucket_cap_mb, ready_order=ready_order)]
     w = next(model.parameters()).element_size()
     el = trainable[0].element_size() if trainable else w
+    heads = getattr(cfg, "num_attention_heads", 0)
+    head_dim = getattr(cfg, "head_dim", None) or (getattr(cfg, "hidden_size", 0) // max(heads, 1))
     return ModelFacts(name=name, arch=getattr(cfg, "model_type", "?"),
                       params_total=sum(p.numel() for p in model.parameters()),
                       params_trainable=sum(p.numel() for p in trainable),
                       hidden=getattr(cfg, "hidden_size", 0), layers=getattr(cfg, "num_hidden_layers", 0),
-                      heads=getattr(cfg, "num_attention_heads", 0), vocab=getattr(cfg, "vocab_size", 0),
+                      heads=heads, vocab=getattr(cfg, "vocab_size", 0),
                       bucket_numel=tuple(int(n) for n in bucket_numel), weight_bytes=w, grad_bytes=el,
-                      lora=len(trainable) < sum(1 for _ in model.parameters()))
+                      lora=len(trainable) < sum(1 for _ in model.parameters()),
+                      intermediate=getattr(cfg, "intermediate_size", 0),
+                      kv_width=(getattr(cfg, "num_key_value_heads", None) or heads) * head_dim,
+                      cast_numel=_linear_weight_numel(model),
+                      max_param_numel=max((p.numel() for p in trainable), default=0))
+
+
+def _linear_weight_numel(model: torch.nn.Module) -> int:
+    """Elements of the weights of every nn.Linear (each tensor once): what autocast copies to the compute dtype."""
+    seen = {id(m.weight): m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    return sum(seen.values())
 
 
 # -- bytes --------------------------------------------------------------------------------------------------------
 
 
-def predict_bytes(f: ModelFacts, hook: str, world: int, languages: int, sharding: str = "ddp") -> dict[str, float]:
-    """Bytes sent per rank per optimizer step (after warm-up), by collective; key 'total' = gradient sync."""
-    n, e, k = world, f.grad_bytes, min(world, languages)
+def predict_bytes(f: ModelFacts, hook: str, world: int, languages: int, sharding: str = "ddp",
+                  wl: Workload | None = None) -> dict[str, float]:
+    """Bytes sent per rank per optimizer step (after warm-up), by collective; key 'total' = gradient sync. The
+    gradient element size is the run's (``wl``: float32 under mixed precision), else the built model's."""
+    n, k = world, min(world, languages)
+    e = precision(f, wl).grad if wl is not None else f.grad_bytes
     gram = allreduce_bytes(8 * k * k, n)
     out: dict[str, float] = {}
     zero = sharding == "zero3"
@@ -174,56 +185,8 @@ def predict_bytes(f: ModelFacts, hook: str, world: int, languages: int, sharding
     out["allreduce_equivalent"] = sum(allreduce_bytes(b * e, n) for b in f.bucket_numel)
     out["ratio_allreduce"] = out["total"] / out["allreduce_equivalent"] if out["allreduce_equivalent"] else float("nan")
     if zero:
-        out["weights_all_gather"] = 2 * (n - 1) / n * f.params_total * f.weight_bytes
-    return out
-
-
-# -- memory -------------------------------------------------------------------------------------------------------
-
-
-def activation_bytes(f: ModelFacts, wl: Workload, elem: int) -> float:
-    b, s, h, a = wl.batch, wl.seq, f.hidden, f.heads
-    per_layer = b * s * (34 * h + (0 if wl.flash_attention else 5 * a * s)) * elem / 2
-    layers = (f.layers * 2 * b * s * h * elem / 2 + per_layer) if wl.checkpointing else f.layers * per_layer
-    logits = b * s * f.vocab * (elem + 4 + 4)
-    return layers + logits
-
-
-def hook_extra_bytes(f: ModelFacts, hook: str, world: int, languages: int, sharding: str = "ddp") -> float:
-    n, e, k = world, f.grad_bytes, min(world, languages)
-    numel_max = max(f.bucket_numel) if f.bucket_numel else 0
-    b_max = numel_max * e
-    c_max = math.ceil(numel_max / n)
-    rows = max(e, 4)  # language rows are kept in at least float32
-    p = f.params_trainable
-    if hook == "mean":
-        return 0.0
-    if hook == "sharded":
-        return 2 * b_max + k * c_max * rows + c_max * rows + (0 if sharding == "zero3" else b_max)
-    if hook == "allgather":
-        return n * b_max + k * numel_max * rows + b_max
-    if hook == "full":
-        return k * math.ceil(p / n) * rows + 2 * b_max
-    if hook == "full_gather":
-        return k * p * rows + n * b_max
-    raise ValueError(f"unknown hook {hook!r}")
-
-
-def predict_memory(f: ModelFacts, hook: str, world: int, languages: int, sharding: str = "ddp",
-                   wl: Workload = Workload()) -> dict[str, float]:
-    """Peak bytes per rank by component; 'total' is their sum (all live at the end of the backward / the step)."""
-    n, w, e = world, f.weight_bytes, f.grad_bytes
-    p, p_all = f.params_trainable, f.params_total
-    unit = max(f.bucket_numel) if f.bucket_numel else 0
-    master = (w == 2) if wl.master_weights is None else wl.master_weights
-    opt = p * (2 * wl.optimizer_state_bytes + (4 if master else 0))
-    if sharding == "zero3":
-        out = {"weights": p_all * w / n + unit * w, "gradients": p * e / n + unit * e, "optimizer": opt / n}
-    else:
-        out = {"weights": p_all * w, "gradients": p * e * (2 if wl.ddp_bucket_copy else 1), "optimizer": opt}
-    out["hook_extra"] = hook_extra_bytes(f, hook, world, languages, sharding)
-    out["activations"] = activation_bytes(f, wl, w)
-    out["total"] = sum(out.values())
+        w = precision(f, wl).weight if wl is not None else f.weight_bytes
+        out["weights_all_gather"] = 2 * (n - 1) / n * f.params_total * w
     return out
 
 
@@ -263,7 +226,7 @@ def plan_rows(models: list[str], worlds: list[int], languages: int, bucket_cap_m
             for sharding in ("ddp", "zero3"):
                 for n in worlds:
                     for method, (hook, _) in (methods or METHODS).items():
-                        b = predict_bytes(f, hook, n, languages, sharding)
+                        b = predict_bytes(f, hook, n, languages, sharding, wl)
                         m = predict_memory(f, hook, n, languages, sharding, wl)
                         runnable = "yes"
                         rows.append(PlanRow(name, f.params_total / 1e9, f.params_trainable / 1e9, f.n_buckets,
@@ -318,20 +281,30 @@ def to_csv(rows: list[PlanRow]) -> str:
     return buf.getvalue()
 
 
+def _precision_words(wl: Workload) -> str:
+    if wl.dtype is None:
+        return "weights, gradients and optimizer state in the built model's dtype"
+    if wl.master_weights and wl.dtype != "float32":
+        return (f"train.dtype {wl.dtype} with master weights: float32 weights, gradients (communicated) and AdamW "
+                f"state, {wl.dtype} autocast")
+    return f"weights, gradients (communicated) and AdamW state in {wl.dtype}"
+
+
 def to_markdown(rows: list[PlanRow], claim: dict[str, Any], wl: Workload, bucket_cap_mb: float) -> str:
     lines = [
         "# Capacity plan — bytes and memory per rank and optimizer step",
         "",
         f"Generated by `polymoo plan` (harness/distributed/planner.py). Models built on the meta device from "
         f"harness/models/configs/*.json; DDP buckets at bucket_cap_mb={bucket_cap_mb} (ZeRO/FSDP units = the same "
-        f"buckets); bf16 weights and gradients, AdamW with float32 states and master weights; per-rank micro-batch "
+        f"buckets); {_precision_words(wl)}; {wl.optimizer}; per-rank micro-batch "
         f"{wl.batch}×{wl.seq} tokens, activation checkpointing {'on' if wl.checkpointing else 'off'}, flash attention "
         f"{'on' if wl.flash_attention else 'off'}; LoRA r=16 on all attention and MLP projections. K = "
         f"{rows[0].languages if rows else '?'} languages (each step every rank holds one language).",
         "",
         "Columns: `bytes GB` gradient-synchronisation bytes sent per rank per step (ZeRO rows exclude the weight "
         "all-gathers, shown apart); `× AR` ratio to a plain all-reduce of the same gradients; `extra GB` the hook's "
-        "extra gradient memory; `total GB` weights + gradients + optimizer + hook extra + activations per rank.",
+        "extra gradient memory; `total GB` the peak per rank: the largest of forward (weights, optimizer state, DDP "
+        "buckets, activations, autocast copies), backward end (+ gradients, hook buffers) and optimizer step.",
         "",
     ]
     if claim:
