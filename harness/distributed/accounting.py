@@ -10,15 +10,20 @@ bandwidth-optimal algorithm of each collective, for a payload of B bytes per ran
 | all_to_all (input B, N chunks)    | (N−1)/N · B         |
 | reduce_scatter (input B)          | (N−1)/N · B         |
 
-The payloads are the real tensors handed to torch.distributed (including any padding), so a measured number is the
-sum over the collectives actually issued. The fallbacks (a backend lacking a collective) are emulated with other
+The payloads are the real tensors handed to torch.distributed (including any padding), in their own dtype, so a
+measured number is the sum over the collectives actually issued. The hooks move gradient slices in the bucket's dtype
+(a bf16 bucket's slices travel in bf16; only the K×K Grams are float64), so the sharded hook sends one all-reduce of
+the bucket plus O(K²) in any dtype: 1.0× the all-reduce in bf16 as in fp32 (`results/bench/comm_summary.md`).
+Every collective is launched with `async_op=True` (`Comm.*_async` returns a `Pending`); the plain forms wait on it. The fallbacks (a backend lacking a collective) are emulated with other
 collectives and counted as what they really send.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -46,6 +51,7 @@ class CommCounter:
     step_calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     aux_bytes: float = 0.0
     hook_time_s: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # hooks' callbacks run on comm threads
 
     def reset(self) -> None:
         self.step_bytes = defaultdict(float)
@@ -54,8 +60,13 @@ class CommCounter:
         self.hook_time_s = 0.0
 
     def add(self, collective: str, nbytes: float) -> None:
-        self.step_bytes[collective] += nbytes
-        self.step_calls[collective] += 1
+        with self._lock:
+            self.step_bytes[collective] += nbytes
+            self.step_calls[collective] += 1
+
+    def add_hook_time(self, seconds: float) -> None:
+        with self._lock:
+            self.hook_time_s += seconds
 
     @property
     def grad_bytes(self) -> float:
@@ -64,6 +75,22 @@ class CommCounter:
 
 def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
+
+
+@dataclass
+class Pending:
+    """A launched collective: its future (torch.distributed's `Work.get_future()`) and the tensor it fills.
+
+    `result()` waits (for NCCL: the current stream waits on the collective) and returns the filled tensor, passed
+    through `finish` (the all-to-all fallback selects its chunks there)."""
+
+    future: torch.futures.Future
+    output: torch.Tensor
+    finish: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def result(self) -> torch.Tensor:
+        self.future.wait()  # raises the collective's error, if any
+        return self.output if self.finish is None else self.finish(self.output)
 
 
 class Comm:
@@ -103,33 +130,44 @@ class Comm:
     def fallbacks(self) -> list[str]:
         return [f"{k}: {v}" for k, v in self.support.items() if v != "native"]
 
-    # -- counted collectives ---------------------------------------------------------------------------------
-    def all_reduce(self, t: torch.Tensor, name: str = "all_reduce") -> torch.Tensor:
-        dist.all_reduce(t, group=self.group)
+    # -- counted collectives: each launched with async_op=True; the sync form waits on the async one ----------------
+    def all_reduce_async(self, t: torch.Tensor, name: str = "all_reduce") -> Pending:
+        """In place (sum): the pending result is `t` itself."""
+        work = dist.all_reduce(t, group=self.group, async_op=True)
         self.counter.add(name, allreduce_bytes(_nbytes(t), self.world))
-        return t
+        return Pending(work.get_future(), t)
 
-    def all_gather(self, t: torch.Tensor, name: str = "all_gather") -> torch.Tensor:
+    def all_gather_async(self, t: torch.Tensor, name: str = "all_gather") -> Pending:
         """(N·n,) concatenation of every rank's `t` (n elements), rank order."""
         t = t.contiguous()
         out = torch.empty(self.world * t.numel(), dtype=t.dtype, device=t.device)
         if self.support["all_gather_single"] == "native":
-            self._gather_single(out, t, group=self.group)
+            work = self._gather_single(out, t, group=self.group, async_op=True)
         else:
-            dist.all_gather(list(out.chunk(self.world)), t, group=self.group)
+            work = dist.all_gather(list(out.chunk(self.world)), t, group=self.group, async_op=True)
         self.counter.add(name, allgather_bytes(_nbytes(t), self.world))
-        return out
+        return Pending(work.get_future(), out)
 
-    def all_to_all(self, t: torch.Tensor, name: str = "all_to_all") -> torch.Tensor:
-        """`t` (N·c,) split in N chunks; returns (N·c,) whose chunk i is chunk `rank` of rank i."""
+    def all_to_all_async(self, t: torch.Tensor, name: str = "all_to_all") -> Pending:
+        """`t` (N·c,) split in N chunks; the result (N·c,) has as chunk i the chunk `rank` of rank i."""
         t = t.contiguous()
         if self.support["all_to_all_single"] == "native":
             out = torch.empty_like(t)
-            dist.all_to_all_single(out, t, group=self.group)
+            work = dist.all_to_all_single(out, t, group=self.group, async_op=True)
             self.counter.add(name, alltoall_bytes(_nbytes(t), self.world))
-            return out
-        full = self.all_gather(t, name=f"{name}.fallback_all_gather").view(self.world, self.world, -1)
-        return full[:, self.rank].reshape(-1).clone()
+            return Pending(work.get_future(), out)
+        full = self.all_gather_async(t, name=f"{name}.fallback_all_gather")
+        rank, world = self.rank, self.world
+        return Pending(full.future, full.output, lambda o: o.view(world, world, -1)[:, rank].reshape(-1).clone())
+
+    def all_reduce(self, t: torch.Tensor, name: str = "all_reduce") -> torch.Tensor:
+        return self.all_reduce_async(t, name).result()
+
+    def all_gather(self, t: torch.Tensor, name: str = "all_gather") -> torch.Tensor:
+        return self.all_gather_async(t, name).result()
+
+    def all_to_all(self, t: torch.Tensor, name: str = "all_to_all") -> torch.Tensor:
+        return self.all_to_all_async(t, name).result()
 
 
 # -- memory ------------------------------------------------------------------------------------------------------

@@ -128,7 +128,7 @@ class DistEngine:
         self.model = model
         self.ddp = DDP(model, bucket_cap_mb=cfg.bucket_cap_mb, process_group=group,
                        device_ids=[torch.cuda.current_device()] if next(model.parameters()).is_cuda else None,
-                       broadcast_buffers=False)
+                       forward_sync_buffers=False)
         self.counter = CommCounter(self.world)
         self.comm = Comm(group, self.counter)
         weighting = None
@@ -220,15 +220,18 @@ class DistEngine:
         self.state.finalize()
         if cfg.hook == "ddp":  # DDP's built-in all-reduce is not seen by a hook: count what its reducer sends
             self.counter.add("all_reduce.ddp_builtin", allreduce_bytes(self.grad_bytes, self.world))
-        finite = all(bool(torch.isfinite(p.grad).all()) for p in self.params if p.grad is not None)
+        # one fused check (a foreach norm, one host sync): non-finite iff some gradient is (or the norm overflows)
+        total_norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+        finite = bool(torch.isfinite(total_norm))
         if not finite:  # same on every rank: the gradients are identical after synchronisation
             for p in self.params:
                 if p.grad is not None:
                     p.grad.zero_()
             self.skipped_steps += 1
         grad_norm = float("nan")
-        if self.train.max_grad_norm > 0 and finite:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.train.max_grad_norm))
+        if self.train.max_grad_norm > 0 and finite:  # = clip_grad_norm_, whose norm this is
+            torch.nn.utils.clip_grads_with_norm_(self.params, self.train.max_grad_norm, total_norm)
+            grad_norm = float(total_norm)
         lr = float(self.scheduler.get_last_lr()[0])
         if finite:
             self.optimizer.step()
