@@ -12,7 +12,7 @@ What it guarantees:
   (or an interrupted run) never sees half a file;
 * **provenance** (``<file>.provenance.json``): dataset id, revision asked and commit read, licence, counts per
   language (available, cap, written), the seed and the file's SHA-256;
-* **one clear line when the hub is out of reach**, naming the dataset and how to run it offline.
+* **one clear line when the hub is out of reach**, naming the dataset and the ways out (:func:`offline_hint`).
 """
 
 from __future__ import annotations
@@ -97,10 +97,15 @@ def source_root(source: HubSource, revision: str | None, local_dir: Path | None)
     return f"hf://datasets/{source.dataset_id}" + (f"@{rev}" if rev else "")
 
 
-def offline_hint(source: HubSource) -> str:
-    return (f"run `polymoo data prepare` where huggingface.co is reachable, or set HF_DATASETS_OFFLINE=1 where the "
-            f"datasets cache (HF_DATASETS_CACHE) already holds {source.dataset_id}, or pass --from DIR with a local copy "
-            f"(huggingface-cli download {source.dataset_id} --repo-type dataset --local-dir DIR)")
+def offline_hint(source: HubSource, revision: str | None = None) -> str:
+    """The ways out when the hub cannot be read: a machine that reaches it, or a local copy of the repository, which
+    the hub's own cache can provide offline (`datasets` resolves hf:// data files through the network even when its
+    own cache holds them, so HF_DATASETS_OFFLINE alone does not help)."""
+    rev = revision or source.revision
+    download = f"huggingface-cli download {source.dataset_id} --repo-type dataset" + (f" --revision {rev}" if rev else "")
+    return (f"run `polymoo data prepare` where huggingface.co is reachable (then copy the file and its "
+            f"{PROVENANCE_SUFFIX}), or pass --from DIR with a local copy of the repository ({download} --local-dir "
+            f"DIR; offline, HF_HUB_OFFLINE=1 {download} prints the snapshot folder of a hub cache that holds it)")
 
 
 def read_table(source: HubSource, pattern: str, root: str, cache_dir: str | None) -> Any:
@@ -110,12 +115,13 @@ def read_table(source: HubSource, pattern: str, root: str, cache_dir: str | None
     where = f"{root}/{pattern}"
     try:
         return datasets.load_dataset(source.builder, data_files={"train": where}, split="train", cache_dir=cache_dir)
-    except (ConnectionError, OSError) as err:  # unreachable hub, offline mode, missing local file
+    except Exception as err:  # offline mode, DNS, an HTTP client's own error class, a moved file: one line each
+        # a hub read can fail in as many exception types as there are HTTP clients (requests, httpx, the hub's
+        # offline errors), so every hub failure carries the way out; a local copy's does not need it
+        revision = root.partition("@")[2] or None  # hf://datasets/<id>@<revision>
+        hint = f"; {offline_hint(source, revision)}" if root.startswith("hf://") else ""
         raise PrepareError(f"cannot read {source.dataset_id} ({where}): {type(err).__name__}: "
-                           f"{_first_line(err)}; {offline_hint(source)}") from None
-    except Exception as err:  # a moved file, a changed schema: name the file, keep one line
-        raise PrepareError(f"cannot read {source.dataset_id} ({where}): {type(err).__name__}: {_first_line(err)}") \
-            from None
+                           f"{_first_line(err)}{hint}") from None
 
 
 def _first_line(err: BaseException) -> str:

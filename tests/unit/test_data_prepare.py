@@ -133,7 +133,8 @@ def test_without_the_hub_one_line_names_the_dataset_and_the_way_out(capsys, tmp_
     assert code == 2 and "Traceback" not in text
     line = text.strip().splitlines()[-1]
     assert line.startswith("polymoo: error: cannot read MBZUAI/Bactrian-X")
-    assert "HF_DATASETS_OFFLINE=1" in line and "--from DIR" in line and "huggingface.co is reachable" in line
+    assert "huggingface.co is reachable" in line and "--from DIR" in line and "HF_HUB_OFFLINE=1 huggingface-cli " \
+        "download MBZUAI/Bactrian-X --repo-type dataset --revision 3698480a001cb3f62c61c314d4acb181eb31e983" in line
     assert not (tmp_path / "x.jsonl").exists()
 
 
@@ -172,3 +173,19 @@ def test_data_list_names_every_recipe_and_licence(capsys):
     for recipe in RECIPES.values():
         assert recipe.name in text and recipe.path in text
     assert "CC BY-NC 4.0" in text and "Apache-2.0" in text
+
+
+def test_any_hub_failure_carries_the_way_out_a_local_one_does_not(capsys, tmp_path, monkeypatch):
+    import datasets
+
+    class ConnectError(Exception):  # an HTTP client's own class (httpx's is not an OSError)
+        pass
+
+    def unreachable(*args, **kwargs):
+        raise ConnectError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    code, text = _prepare(capsys, "bkmoo_sft", "--out", tmp_path / "x.jsonl")
+    assert code == 2 and "ConnectError: [Errno -2] Name or service not known; run `polymoo data prepare` where" in text
+    code, text = _prepare(capsys, "bkmoo_sft", "--out", tmp_path / "x.jsonl", "--from", tmp_path / "nowhere")
+    assert code == 2 and "ConnectError" in text and "HF_HUB_OFFLINE" not in text
