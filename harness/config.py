@@ -92,7 +92,7 @@ class DataConfig:
     conflict: float = 0.0  # fraction of concepts whose answer the `dissenters` contest
     relatedness: float = 1.0  # fraction of concepts with one surface word shared by all languages
     dissenters: tuple[str, ...] = ()  # languages that demand the alternative answer on contested concepts
-    concepts: int = 32
+    concepts: int = 8  # few concepts: the lab converges within ~100 steps (docs/interference_lab.md)
     item_length: int = 4  # concepts per item (words in the prompt and in the answer)
 
     def check(self) -> list[tuple[str, str]]:
@@ -166,8 +166,11 @@ class TrainConfig:
 
     @property
     def weights_dtype(self) -> str:
-        """The dtype the weights are loaded and kept in: float32 under mixed precision, else ``dtype``."""
-        return "float32" if self.master_weights else self.dtype
+        """The dtype the weights are loaded and kept in: float32 under mixed precision, else ``dtype``. With LoRA the
+        frozen base stays in ``dtype`` (it is never updated, so a float32 copy would only cost memory: 32 GB for an 8B
+        model); peft keeps the trainable adapters in float32 (``autocast_adapter_dtype``), so they are the master
+        weights."""
+        return "float32" if self.master_weights and self.lora is None else self.dtype
 
     @property
     def autocast_dtype(self) -> str | None:
@@ -352,7 +355,7 @@ class Suite:
 _ADDED_LATER: dict[str, Any] = {
     "init": "random",
     "data": {"examples_per_language": {}, "seed": 0, "conflict": 0.0, "relatedness": 1.0, "dissenters": [],
-             "concepts": 32, "item_length": 4},
+             "concepts": 8, "item_length": 4},
     "eval": {"bootstrap_iters": 100},
     "train": {"grad_engine": "loop", "master_weights": True, "gradient_checkpointing": False},
     "distributed": {"eval_timeout_s": 86400, "engine": "ddp"},

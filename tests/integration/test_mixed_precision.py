@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from tests.methods._tiny import train
 
@@ -33,3 +34,25 @@ def test_bf16_mixed_precision_moves_like_fp32(tmp_path, method):
     assert abs(_movement(runs["mixed"]) / ref - 1) < 0.05
     assert _movement(runs["pure"]) / ref < 0.5  # what master weights prevent
     print(f"{method}: movement / fp32 = mixed {_movement(runs['mixed']) / ref:.4f}, pure {_movement(runs['pure']) / ref:.4f}")
+
+
+def test_lora_mixed_precision_keeps_the_frozen_base_in_bf16(tmp_path):
+    """LoRA under mixed precision: the frozen base loads in bf16 (a float32 copy of it would only cost memory), the
+    trainable adapters are float32 master weights, and they move as far as in an all-float32 LoRA run."""
+    lora = {"rank": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    base = {"steps": 20, "lr": 1e-5, "schedule": "constant", "warmup_steps": 0, "save_model": False, "lora": lora}
+    runs = {name: train("joint_sft", {}, tmp_path=tmp_path / name, overrides={"train": {**base, "dtype": dtype}})
+            for name, dtype in {"fp32": "float32", "mixed": "bfloat16"}.items()}
+    params = dict(runs["mixed"].model.named_parameters())
+    trainable = {n for n, p in params.items() if p.requires_grad}
+    assert trainable and all(params[n].dtype == torch.float32 for n in trainable)
+    assert all(p.dtype == torch.bfloat16 for n, p in params.items() if n not in trainable)
+    assert all(p.dtype == torch.float32 for p in runs["fp32"].model.parameters())
+
+    def adapter_movement(trained) -> float:
+        after = trained.params()
+        return math.sqrt(sum(float((after[n].float() - trained.initial[n].float()).pow(2).sum()) for n in trainable))
+
+    ref = adapter_movement(runs["fp32"])
+    assert ref > 0
+    assert abs(adapter_movement(runs["mixed"]) / ref - 1) < 0.05
