@@ -111,10 +111,11 @@ def predict_memory(shapes: UnitShapes, mode: str, world: int, languages: int, wl
     persistent = shard * (4 + 8)
     phases: dict[str, float] = {}
     done = 0.0
-    for i, unit in reversed(list(enumerate(sizes))):
-        is_root = i == len(sizes) - 1
+    order = [*reversed(range(len(blocks))), len(blocks)]  # backward: last block first, the root last
+    for i in order:
+        unit, is_root = sizes[i], i == len(blocks)
         gathered = root * 2 * w + (0 if is_root else unit * 2 * w)
-        kept = k * done if mode == "full" else 0.0
+        kept = k * done * 4 if mode == "full" else 0.0
         acts = activation_bytes(shapes, wl, 0 if is_root else i + 1)
         phases[f"backward unit {i}"] = (persistent + done * 4 + kept + gathered + acts
                                         + _comm_bytes(mode, unit, world, k))
