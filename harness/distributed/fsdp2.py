@@ -122,7 +122,7 @@ def check_fsdp2(cfg: EngineConfig, train: TrainConfig) -> None:
         raise ValueError(f"distributed.engine fsdp2 runs hooks {', '.join(FSDP2_MODES)} (joint SFT, per-unit MOO, "
                          f"global MOO); {cfg.hook!r} is a DDP-only hook: drop the method's hook option or use "
                          "distributed.engine: ddp")
-    if cfg.granularity != "ddp_bucket":
+    if cfg.granularity not in (("ddp_bucket", "whole") if cfg.hook == "full" else ("ddp_bucket",)):
         raise ValueError(f"distributed.engine fsdp2: the FSDP unit (a decoder block) is the block; granularity "
                          f"{cfg.granularity!r} is for the DDP hooks (use distributed.engine: ddp)")
     if train.lora is not None:
