@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -145,9 +146,9 @@ def _log_start(run: Any, engine: DistEngine, spec: GradientPlan, hook: str, worl
 
 
 def _train_steps(run: Any, engine: DistEngine, start: int, world: int, rank: int,
-                 checkpoint: bool = True) -> list[dict[str, float]]:
+                 save: Callable[[int], None] | None = None) -> list[dict[str, float]]:
     """The optimizer steps from `start`: log every `log_every`, the bucket map once, checkpoints every `save_every`
-    (unless ``checkpoint`` is False: the FSDP2 engine writes none)."""
+    (rank 0 writes `engine.state_dict`; ``save(step)``, called on every rank, replaces that: the FSDP2 engine's)."""
     t, seen, tracker = run.suite.train, list(run.suite.languages.seen), run.tracker
     rows: list[dict[str, float]] = []
     buckets_logged = False
@@ -165,8 +166,10 @@ def _train_steps(run: Any, engine: DistEngine, start: int, world: int, rank: int
             if rank == 0 and not buckets_logged and engine.state.buckets:
                 tracker.log_dict({str(k): v for k, v in sorted(engine.state.buckets.items())}, "dist/buckets.json")
                 buckets_logged = True
-            if checkpoint and t.save_every and done % t.save_every == 0 and done < t.steps:
-                if rank == 0:
+            if t.save_every and done % t.save_every == 0 and done < t.steps:
+                if save is not None:
+                    save(done)
+                elif rank == 0:
                     save_checkpoint(engine, run.run_dir, done)
                 dist.barrier()
     return rows

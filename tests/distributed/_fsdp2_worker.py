@@ -23,15 +23,25 @@ def _same_on_every_rank(t: torch.Tensor, world: int) -> bool:
 
 def fsdp2_worker(rank: int, world: int, out_dir: str, runs: list[dict[str, Any]]) -> None:
     """Train once per run (dicts as `_hook_worker`'s: name, hook mean|sharded|full, languages, weighting, ...); rank 0
-    writes `<name>.pt` (full final parameters, per-step metrics, per-step coefficient consistency, the units)."""
+    writes `<name>.pt` (full final parameters, per-step metrics, per-step coefficient consistency, the units).
+    ``resume_at``: before that step, write a DCP checkpoint, build a fresh sharded model and engine and restore it
+    (what ``polymoo run --resume`` does)."""
     from harness.distributed.engine import token_mean_loss
     from harness.distributed.fsdp2 import Fsdp2Engine
+    from harness.distributed.fsdp2_run import load_fsdp2_checkpoint, save_fsdp2_checkpoint
+
+    def build(run: dict[str, Any]) -> tuple[torch.nn.Module, Fsdp2Engine]:
+        model, cfg, train, batch_fn = engine_parts(run)
+        return model, Fsdp2Engine(model, cfg, train, run_spec(run)["languages"], batch_fn, token_mean_loss)
 
     for run in runs:
-        model, cfg, train, batch_fn = engine_parts(run)
-        engine = Fsdp2Engine(model, cfg, train, run_spec(run)["languages"], batch_fn, token_mean_loss)
+        model, engine = build(run)
         rows, consistent, coeffs = [], [], []
-        for step in range(train.steps):
+        for step in range(engine.train.steps):
+            if step == run_spec(run)["resume_at"]:
+                saved = save_fsdp2_checkpoint(engine, Path(out_dir) / f"run_{run['name']}", step)
+                model, engine = build(run)
+                assert load_fsdp2_checkpoint(engine, saved) == step
             rows.append(engine.step(step))
             c = engine.coefficient_vector()
             coeffs.append(c)
