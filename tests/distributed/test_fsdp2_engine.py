@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.distributed.accounting import allreduce_bytes
+from harness.distributed.accounting import allgather_bytes, allreduce_bytes
 from harness.distributed.engine import token_mean_loss
 from harness.distributed.fsdp2 import unit_plan
 from harness.distributed.simulate import simulate
@@ -40,10 +40,12 @@ def _check_bytes(result: dict, world: int) -> None:
     run, units = result["run"], len(result["units"])
     k_eff = min(world, run["languages"])
     grams = {"mean": 0, "sharded": units, "full": 1}[run["hook"]]
+    losses = allgather_bytes(8, world) if run["weighting"] == "famo" else 0.0  # rank losses before the backward
     for m in result["metrics"]:
         rs = m["dist/reduce_scatter_bytes"]
         assert rs == pytest.approx((world - 1) / world * result["grad_bytes"], rel=0.05)  # dim-0 padding only
-        assert m["dist/bytes_per_step"] == pytest.approx(rs + grams * allreduce_bytes(8 * k_eff**2, world), rel=1e-9)
+        assert m["dist/bytes_per_step"] == pytest.approx(rs + grams * allreduce_bytes(8 * k_eff**2, world) + losses,
+                                                               rel=1e-9)
         assert m["dist/bytes_ratio_reduce_scatter"] <= 1.05
         assert m["dist/bytes/all_gather.params"] > 0
 
@@ -59,13 +61,19 @@ def _check_all(tmp_path, runs: list[dict], world: int) -> dict[str, dict]:
 
 
 def test_fsdp2_two_ranks_every_mode(tmp_path):
-    """N = K = 2: joint SFT, per-unit MGDA / PCGrad / CAGrad, global MGDA; mixed precision keeps fp32 masters."""
+    """N = K = 2: joint SFT, per-unit MGDA / PCGrad / CAGrad / GradVac, global MGDA / FAMO; mixed precision keeps fp32
+    masters; DCP resumes."""
     runs = [{"name": "mean", "hook": "mean"}, {"name": "mgda", "hook": "sharded"},
             {"name": "pcgrad", "hook": "sharded", "weighting": "pcgrad"},
             {"name": "cagrad", "hook": "sharded", "weighting": "cagrad"},
             {"name": "global_mgda", "hook": "full"},
             {"name": "bf16", "hook": "sharded", "dtype": "bfloat16", "lr": 1e-5},
-            {"name": "mgda_resumed", "hook": "sharded", "resume_at": 2}]
+            {"name": "mgda_resumed", "hook": "sharded", "resume_at": 2},
+            # stateful weightings: GradVac's per-unit state survives the DCP resume; FAMO solves with the
+            # per-language losses all-gathered before the backward
+            {"name": "gradvac_resumed", "hook": "sharded", "weighting": "gradvac",
+             "weighting_options": {"beta": 0.5}, "resume_at": 2},
+            {"name": "famo_global", "hook": "full", "weighting": "famo", "weighting_options": {"lr": 0.5}}]
     runs = [{**NO_WARMUP, **r} for r in runs]
     spawn(fsdp2_worker, 2, str(tmp_path), runs)
     res = _check_all(tmp_path, runs, 2)
