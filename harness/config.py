@@ -156,13 +156,14 @@ class TrainConfig:
     log_every: int = 1
     save_every: int = 0  # 0: only at the end
     save_model: bool = True  # final weights under <run>/final (checkpoints are dropped once a run finishes)
-    # gradient methods, single process: per-language gradients by one pass per language (loop) or one batched
-    # torch.func pass (vmap); same rows (harness.train.grad_engine), different speed (results/bench/grad_engine.md)
-    grad_engine: Literal["loop", "vmap"] = "loop"
+    # gradient methods, single process: per-language gradients by one pass per language (loop), one batched
+    # torch.func pass (vmap) or one forward + one backward of the whole batch with per-row contributions grouped by
+    # language (one_backward); same rows (harness.train.grad_engine), different speed (results/bench/grad_engine.md)
+    grad_engine: Literal["loop", "vmap", "one_backward"] = "loop"
     # dtype bfloat16 / float16: keep fp32 master weights and optimizer state and compute in dtype (autocast), so small
     # updates are not rounded away; false: weights and optimizer state in dtype too (pure low precision)
     master_weights: bool = True
-    gradient_checkpointing: bool = False  # recompute activations in the backward (HF models; both engines)
+    gradient_checkpointing: bool = False  # recompute activations in the backward (HF models; loop and vmap engines)
 
     @property
     def weights_dtype(self) -> str:
@@ -189,6 +190,9 @@ class TrainConfig:
             out.append(("lr", f"expected a positive number, got {self.lr}"))
         if self.max_grad_norm < 0:
             out.append(("max_grad_norm", f"expected >= 0 (0 disables clipping), got {self.max_grad_norm}"))
+        if self.grad_engine == "one_backward" and self.gradient_checkpointing:
+            out.append(("grad_engine", "one_backward needs the activations of the forward (it reads them in the "
+                                       "backward); with gradient_checkpointing use grad_engine: loop"))
         return out
 
 

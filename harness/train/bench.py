@@ -7,12 +7,18 @@ before the step (Linux VmHWM, reset before every step; large allocations are mma
 resident set, see ``MALLOC_MMAP_THRESHOLD_`` in the test):
 
 * ``joint``: the mean of the K language losses, one forward/backward of K·b rows (joint SFT);
-* ``loop`` / ``vmap``: the K per-language gradients (:mod:`harness.train.grad_engine`), their whole-vector Gram,
-  MGDA, the combination written into ``.grad`` (a full-MGDA step; K×P float32 rows);
+* ``loop`` / ``vmap`` / ``one_backward``: the K per-language gradients (:mod:`harness.train.grad_engine`), their
+  whole-vector Gram, MGDA, the combination written into ``.grad`` (a full-MGDA step; K×P float32 rows);
+* ``one_backward_wgrad``: ``one_backward`` with autograd also computing the joint weight gradients it then discards
+  (what the route avoids by differentiating w.r.t. the input embeddings' output only);
 * ``loop_buckets``: the ``loop`` rows weighted per DDP bucket of ``bucket_cap_mb`` (a Bucket-Level MOO step);
 * ``autogram``: TorchJD's Gramian engine (``torchjd.autogram.Engine``, batch dim 0) for the per-example Gram of one
   forward, reduced to the K×K language Gram, MGDA, then one backward of the weighted losses: the same full-MGDA
   direction without K×P rows (the peer the issue names; whole vector only).
+
+Routes are measured interleaved (every route at every thread count once per repeat, in turn), so each ratio to
+``joint`` compares neighbours in time on a machine others share; the record keeps the median ratio over repeats and
+its range.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-ROUTES = ("joint", "loop", "vmap", "loop_buckets", "autogram")
+ROUTES = ("joint", "loop", "vmap", "one_backward", "one_backward_wgrad", "loop_buckets", "autogram")
 
 
 def random_batch(vocab: int, k: int, b: int, width: int, seed: int = 0) -> dict[str, Tensor]:
@@ -41,15 +47,22 @@ def random_batch(vocab: int, k: int, b: int, width: int, seed: int = 0) -> dict[
             "language": torch.arange(k).repeat_interleave(b)}
 
 
+def _rows(engine: str, model: nn.Module, inputs: dict[str, Tensor], params: list[nn.Parameter]) -> Tensor:
+    from harness.train.grad_engine import language_gradients, one_backward_language_gradients
+    from harness.train.sft import token_losses
+
+    if engine == "one_backward_wgrad":
+        return one_backward_language_gradients(model, inputs, params, token_losses, keep_weight_grads=True).rows
+    return language_gradients(engine, model, inputs, params, token_losses).rows
+
+
 def _mgda_step(model: nn.Module, inputs: dict[str, Tensor], engine: str, blocks: Any) -> None:
     from harness.buckets import write_flat_grads
     from harness.moo.blocks import BlockRule, block_directions, block_grams
     from harness.moo.weightings import weighting
-    from harness.train.grad_engine import language_gradients
-    from harness.train.sft import token_losses
 
     params = [p for p in model.parameters() if p.requires_grad]
-    rows = language_gradients(engine, model, inputs, params, token_losses).rows
+    rows = _rows(engine, model, inputs, params)
     rule = BlockRule(weighting("mgda"))
     coeffs = rule.coefficients(block_grams(rows, blocks), 0, blocks)
     write_flat_grads(params, block_directions(rows, blocks, coeffs))
@@ -83,7 +96,7 @@ def step_function(route: str, model: nn.Module, inputs: dict[str, Tensor], k: in
 
     if route == "joint":
         return lambda: torch.stack(list(language_losses(model, inputs).values())).mean().backward()
-    if route in ("loop", "vmap"):
+    if route in ("loop", "vmap", "one_backward", "one_backward_wgrad"):
         whole = model_blocks(model, "whole")
         return lambda: _mgda_step(model, inputs, route, whole)
     if route == "loop_buckets":
@@ -120,19 +133,36 @@ def measure(route: str, arch: str, k: int, b: int, width: int, steps: int, bucke
     return {"step_time_s": statistics.median(times), "peak_mem_above_start_mb": max(peaks)}
 
 
-def run(arch: str, ks: list[int], routes: list[str], b: int, width: int, steps: int,
-        bucket_cap_mb: float) -> dict[str, Any]:
+def _summary(repeats: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, Any]]:
+    """Per route: median step time over repeats, peak memory (max), and the ratios to ``joint`` of each repeat
+    (median and range): a ratio pairs measurements taken next to each other."""
+    out: dict[str, dict[str, Any]] = {}
+    for route in repeats[0]:
+        times = [r[route]["step_time_s"] for r in repeats]
+        row: dict[str, Any] = {"step_time_s": statistics.median(times),
+                               "peak_mem_above_start_mb": max(r[route]["peak_mem_above_start_mb"] for r in repeats)}
+        if "joint" in repeats[0]:
+            ratios = [r[route]["step_time_s"] / r["joint"]["step_time_s"] for r in repeats]
+            row |= {"time_vs_joint": statistics.median(ratios), "time_vs_joint_range": [min(ratios), max(ratios)],
+                    "mem_vs_joint": row["peak_mem_above_start_mb"] / max(
+                        max(r["joint"]["peak_mem_above_start_mb"] for r in repeats), 1e-9)}
+        out[route] = row
+    return out
+
+
+def run(arch: str, ks: list[int], routes: list[str], b: int, width: int, steps: int, bucket_cap_mb: float,
+        threads: list[int] | None = None, repeats: int = 1) -> dict[str, Any]:
+    """``{"threads=T": {"K=k": {route: summary}}}``, every (threads, K, route) measured once per repeat, in turn."""
     torch.manual_seed(0)
-    results: dict[str, Any] = {}
-    for k in ks:
-        rows = {route: measure(route, arch, k, b, width, steps, bucket_cap_mb) for route in routes}
-        base = rows.get("joint")
-        for row in rows.values():
-            if base:
-                row["time_vs_joint"] = row["step_time_s"] / base["step_time_s"]
-                row["mem_vs_joint"] = row["peak_mem_above_start_mb"] / max(base["peak_mem_above_start_mb"], 1e-9)
-        results[f"K={k}"] = rows
-    return results
+    threads = threads or [torch.get_num_threads()]
+    raw: dict[tuple[int, int], list[dict[str, dict[str, float]]]] = {(t, k): [] for t in threads for k in ks}
+    for _ in range(repeats):
+        for k in ks:
+            for t in threads:
+                torch.set_num_threads(t)
+                raw[(t, k)].append({route: measure(route, arch, k, b, width, steps, bucket_cap_mb)
+                                    for route in routes})
+    return {f"threads={t}": {f"K={k}": _summary(raw[(t, k)]) for k in ks} for t in threads}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,9 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--bucket-cap-mb", type=float, default=0.25)
+    p.add_argument("--threads", type=int, nargs="+", default=None, help="torch thread counts, interleaved")
+    p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
-    results = run(a.arch, a.k, a.routes, a.rows_per_language, a.width, a.steps, a.bucket_cap_mb)
+    results = run(a.arch, a.k, a.routes, a.rows_per_language, a.width, a.steps, a.bucket_cap_mb, a.threads,
+                  a.repeats)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps({"settings": vars(a) | {"out": str(a.out)}, "results": results}, indent=2) + "\n")
     return 0

@@ -1,6 +1,6 @@
 """Per-language gradients of one language-balanced batch: the K×P rows every gradient combiner starts from.
 
-Two routes give the same rows (float tolerance; ``tests/equivalence/test_grad_engine.py``):
+Three routes give the same rows (float tolerance; ``tests/equivalence/test_grad_engine.py``):
 
 * ``loop`` — one forward/backward per language on its rows of the batch (``torch.autograd.grad``). Works for every
   model; K passes of b rows, so the FLOPs of one joint pass of K·b rows.
@@ -9,11 +9,15 @@ Two routes give the same rows (float tolerance; ``tests/equivalence/test_grad_en
   a model whose forward has no data-dependent control flow under ``vmap``: the attention mask is handed over as a 4-D
   boolean mask (causal and key padding) with explicit position ids, since transformers' mask builder inspects the
   2-D mask's values (`.all()`), which ``vmap`` cannot batch.
+* ``one_backward`` — one forward of the whole batch and one backward of the sum of the language losses; each
+  parameter's K rows are the per-row contributions (``Xᵀ G`` of a linear layer, and so on) summed by language, read
+  from module hooks (:mod:`harness.train.one_backward`). Exact because rows do not interact; models it cannot make
+  exact (batch norm, gradient checkpointing, parameters used outside a module call) are refused, naming the piece.
 
 What each costs on the CPU of this project is measured, not assumed (``results/bench/grad_engine.json``): on the tiny
 twins the ``loop`` route is as fast as one joint pass (the FLOPs are the same and the kernels are large enough), and
 ``vmap`` is slower because PyTorch has no batching rule for the CPU SDPA backward and falls back to a per-example loop.
-Both keep K flat float32 gradients (K×P memory); a Gram route that avoids them (TorchJD's ``autogram``) is a peer row
+All three keep K flat float32 gradients (K×P memory); a Gram route that avoids them (TorchJD's ``autogram``) is a peer row
 in that benchmark, not a training route (it yields the whole-vector Gram only, not the per-bucket Grams).
 """
 
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-GRAD_ENGINES = ("loop", "vmap")
+GRAD_ENGINES = ("loop", "vmap", "one_backward")
 
 TokenLosses = Callable[[nn.Module, dict[str, Tensor]], tuple[Tensor, Tensor]]
 """``(model, inputs) -> (sum of token losses, number of target tokens)`` per example (``harness.train.sft``)."""
@@ -154,6 +158,16 @@ class _Bound:
         return self.call(self.model, self.weights, args=(), kwargs=kwargs, strict=False)
 
 
+def one_backward_language_gradients(model: nn.Module, inputs: dict[str, Tensor], params: Sequence[nn.Parameter],
+                                    token_losses: TokenLosses, keep_weight_grads: bool = False) -> LanguageGradients:
+    """One forward of the whole batch, one backward, rows from per-row contributions (``harness.train.one_backward``)."""
+    from harness.train.one_backward import one_backward_gradients
+
+    rows, losses, present = one_backward_gradients(model, inputs, params, token_losses, row_dtype=_row_dtype(params),
+                                                   keep_weight_grads=keep_weight_grads)
+    return LanguageGradients(rows, losses, present)
+
+
 def language_gradients(engine: str, model: nn.Module, inputs: dict[str, Tensor], params: Sequence[nn.Parameter],
                        token_losses: TokenLosses) -> LanguageGradients:
     """The rows by ``engine`` (one of :data:`GRAD_ENGINES`)."""
@@ -161,4 +175,6 @@ def language_gradients(engine: str, model: nn.Module, inputs: dict[str, Tensor],
         return loop_gradients(model, inputs, params, token_losses)
     if engine == "vmap":
         return vmap_gradients(model, inputs, params, token_losses)
+    if engine == "one_backward":
+        return one_backward_language_gradients(model, inputs, params, token_losses)
     raise ValueError(f"unknown grad_engine {engine!r}; known: {', '.join(GRAD_ENGINES)}")

@@ -1,5 +1,7 @@
-"""The per-language gradient routes agree: `vmap` (one batched pass) = `loop` (a pass per language) on every tiny twin,
-with right padding, prompt tokens masked out of the loss, and LoRA; the `vmap` route refuses unbalanced batches."""
+"""The per-language gradient routes agree: `vmap` (one batched pass) and `one_backward` (one forward, one backward,
+per-row contributions grouped by language) = `loop` (a pass per language) on every tiny twin, with right padding,
+prompt tokens masked out of the loss, LoRA and bf16 autocast; `vmap` refuses unbalanced batches, `one_backward` takes
+them and refuses the models it cannot make exact, naming the piece."""
 
 from __future__ import annotations
 
@@ -28,28 +30,65 @@ def _rows(engine: str, model, inputs):
     return language_gradients(engine, model, inputs, params, token_losses)
 
 
+def _worst_block_error(model, fast: torch.Tensor, loop: torch.Tensor) -> float:
+    """Largest error of any parameter's block relative to that block's scale: a parameter the fast route missed or
+    got wrong shows even when it is small next to the embeddings."""
+    worst, start = 0.0, 0
+    for _, p in trainable_parameters(model):
+        a, b = fast[:, start: start + p.numel()], loop[:, start: start + p.numel()]
+        worst = max(worst, float((a - b).abs().max() / b.abs().max().clamp_min(1e-12)))
+        start += p.numel()
+    return worst
+
+
 @pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2", "mistral"])
-def test_vmap_rows_equal_loop_rows(arch):
+def test_fast_rows_equal_loop_rows(arch):
     model = load_model(arch, "tiny")[0]
     model.train()
     inputs = _batch(model.config.vocab_size)
-    loop, vmapped = _rows("loop", model, inputs), _rows("vmap", model, inputs)
-    assert loop.languages == vmapped.languages == [0, 1, 2]
-    torch.testing.assert_close(vmapped.losses, loop.losses, rtol=1e-5, atol=1e-6)
-    scale = loop.rows.abs().max()
-    assert float((vmapped.rows - loop.rows).abs().max() / scale) < 1e-4
+    loop = _rows("loop", model, inputs)
     assert float(loop.rows.norm(dim=1).min()) > 0  # every language reaches the parameters
+    for engine in ("vmap", "one_backward"):
+        fast = _rows(engine, model, inputs)
+        assert loop.languages == fast.languages == [0, 1, 2]
+        torch.testing.assert_close(fast.losses, loop.losses, rtol=1e-5, atol=1e-6)
+        assert float((fast.rows - loop.rows).abs().max() / loop.rows.abs().max()) < 1e-4, engine
+    assert _worst_block_error(model, fast.rows, loop.rows) < 1e-4
 
 
-def test_vmap_rows_equal_loop_rows_with_lora():
+def test_fast_rows_equal_loop_rows_with_lora():
     from harness.config import LoraConfig
 
     model = load_model("llama", "tiny", lora=LoraConfig(rank=4, alpha=8))[0]
     model.train()
     inputs = _batch(model.config.vocab_size, seed=1)
-    loop, vmapped = _rows("loop", model, inputs), _rows("vmap", model, inputs)
+    loop = _rows("loop", model, inputs)
     assert loop.rows.shape[1] == sum(p.numel() for _, p in trainable_parameters(model))
-    assert float((vmapped.rows - loop.rows).abs().max() / loop.rows.abs().max()) < 1e-4
+    for engine in ("vmap", "one_backward"):
+        assert float((_rows(engine, model, inputs).rows - loop.rows).abs().max() / loop.rows.abs().max()) < 1e-4
+    assert _worst_block_error(model, _rows("one_backward", model, inputs).rows, loop.rows) < 1e-4
+
+
+@pytest.mark.parametrize("arch", ["gemma2", "qwen3"])
+def test_one_backward_equals_loop_under_bf16_autocast_and_unbalanced_batches(arch):
+    """Under bf16 autocast (train.dtype bfloat16) with 3, 2 and 1 rows per language, gaps in the language ids; the
+    weight-gradient variant (autograd also computes the joint weight gradients) gives the same rows."""
+    from harness.train.grad_engine import one_backward_language_gradients
+
+    model = load_model(arch, "tiny")[0]
+    model.train()
+    inputs = _batch(model.config.vocab_size, seed=3)
+    inputs["language"] = torch.tensor([4, 0, 0, 4, 0, 2])
+    params = [p for _, p in trainable_parameters(model)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loop = _rows("loop", model, inputs)
+        fast = _rows("one_backward", model, inputs)
+        with_weights = one_backward_language_gradients(model, inputs, params, token_losses, keep_weight_grads=True)
+    fp32 = _rows("loop", model, inputs)
+    assert fast.languages == loop.languages == [0, 2, 4]
+    assert float((loop.rows - fp32.rows).abs().max() / fp32.rows.abs().max()) > 1e-4  # autocast is on
+    assert _worst_block_error(model, fast.rows, loop.rows) < 1e-2  # bf16 products, summed in another order
+    torch.testing.assert_close(with_weights.rows, fast.rows)
 
 
 def test_vmap_refuses_unbalanced_batches_and_unknown_engines():
@@ -60,6 +99,65 @@ def test_vmap_refuses_unbalanced_batches_and_unknown_engines():
         _rows("vmap", model, inputs)
     with pytest.raises(ValueError, match="unknown grad_engine 'jit'"):
         _rows("jit", model, inputs)
+
+
+class _TwoInputs(torch.nn.Module):
+    """A module with its own parameter, called with two tensors (the route cannot group its inputs by row)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(4))
+
+    def forward(self, x, y):
+        return x * self.scale + y
+
+
+class _Toy(torch.nn.Module):
+    """An embedding, then ``block`` (one tensor in, or two with ``_TwoInputs``), then a head: logits per position."""
+
+    def __init__(self, block: torch.nn.Module) -> None:
+        super().__init__()
+        self.embed, self.block, self.head = torch.nn.Embedding(11, 4), block, torch.nn.Linear(4, 11)
+
+    def get_input_embeddings(self):
+        return self.embed
+
+    def forward(self, input_ids, attention_mask=None):
+        h = self.embed(input_ids)
+        h = self.block(h, h) if isinstance(self.block, _TwoInputs) else self.block(h.transpose(1, 2)).transpose(1, 2)
+        return type("Out", (), {"logits": self.head(h)})()
+
+
+@pytest.mark.parametrize(("block", "message"), [
+    (torch.nn.BatchNorm1d(4), r"block \(BatchNorm1d\) mixes rows"),
+    (_TwoInputs(), r"block \(_TwoInputs\) owns trainable parameters but is not called as tensor -> tensor"),
+])
+def test_one_backward_refuses_what_it_cannot_make_exact(block, message):
+    from harness.train.one_backward import UnsupportedForOneBackward
+
+    model = _Toy(block)
+    inputs = _batch(11, k=2, b=2, width=6)
+    with pytest.raises(UnsupportedForOneBackward, match=message + ".*use train.grad_engine: loop"):
+        _rows("one_backward", model, inputs)
+    assert not any(m._forward_hooks for m in model.modules())  # hooks removed after the refusal
+
+
+def test_one_backward_refuses_gradient_checkpointing_and_adapters_outside_module_calls():
+    """Activation checkpointing recomputes inside the backward; peft's embedding adapters are parameter dicts used
+    outside any module call (their gradient would be lost, so the route says so instead)."""
+    from harness.config import LoraConfig
+    from harness.train.one_backward import UnsupportedForOneBackward
+
+    model = load_model("llama", "tiny", lora=LoraConfig(rank=2, alpha=4, target_modules=["embed_tokens", "q_proj"]))[0]
+    inputs = _batch(model.config.vocab_size, k=2, b=1, width=8)
+    with pytest.raises(UnsupportedForOneBackward, match="lora_embedding_A.* never called"):
+        _rows("one_backward", model, inputs)
+    plain = load_model("llama", "tiny")[0]
+    for m in plain.modules():
+        if hasattr(m, "gradient_checkpointing"):
+            m.gradient_checkpointing = True
+    with pytest.raises(UnsupportedForOneBackward, match="gradient checkpointing"):
+        _rows("one_backward", plain, inputs)
 
 
 def test_vmap_keeps_gemma2_sliding_window():
@@ -82,26 +180,40 @@ def test_bench_routes_write_the_same_mgda_direction():
     model.train()
     inputs = random_batch(model.config.vocab_size, k=3, b=2, width=20)
     grads = {}
-    for route in ("loop", "vmap", "autogram", "joint"):
+    fast = ("vmap", "one_backward", "one_backward_wgrad", "autogram")
+    for route in ("loop", *fast, "joint"):
         model.zero_grad(set_to_none=True)
         step_function(route, model, inputs, 3, 0.25)()
         grads[route] = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
     scale = grads["loop"].abs().max()
-    for route in ("vmap", "autogram"):
+    for route in fast:
         assert float((grads[route] - grads["loop"]).abs().max() / scale) < 1e-4, route
     assert float((grads["joint"] - grads["loop"]).abs().max() / scale) > 1e-3  # MGDA is not the mean here
 
 
 @pytest.mark.parametrize(("method", "options"), [("mgda", {}), ("bkmoo", {"solver": "pcgrad", "bucket_cap_mb": 0.25})])
-def test_training_with_the_vmap_engine_follows_the_loop_trajectory(tmp_path, method, options):
-    """`train.grad_engine: vmap` through the trainer: three steps end at the loop route's weights (float tolerance)."""
+def test_training_with_the_fast_engines_follows_the_loop_trajectory(tmp_path, method, options):
+    """`train.grad_engine: vmap` and `one_backward` through the trainer: three steps end at the loop route's weights
+    (float tolerance)."""
     from tests.methods._tiny import train
 
     short = {"train": {"steps": 3, "save_model": False}}
     loop = train(method, options, tmp_path=tmp_path / "loop", overrides=short)
-    vmapped = train(method, options, tmp_path=tmp_path / "vmap",
-                    overrides={"train": {**short["train"], "grad_engine": "vmap"}})
-    a, b = loop.params(), vmapped.params()
-    worst = max(float((a[n] - b[n]).abs().max()) for n in a)
+    a = loop.params()
     moved = max(float((a[n] - loop.initial[n]).abs().max()) for n in a)
-    assert worst < 1e-3 * moved
+    for engine in ("vmap", "one_backward"):
+        fast = train(method, options, tmp_path=tmp_path / engine,
+                     overrides={"train": {**short["train"], "grad_engine": engine}}).params()
+        worst = max(float((a[n] - fast[n]).abs().max()) for n in a)
+        assert worst < 1e-3 * moved, engine
+
+
+def test_suite_refuses_one_backward_with_gradient_checkpointing():
+    from harness.suite import load_suite
+    from harness.validate import ConfigError
+    from tests.conftest import REPO
+
+    quickstart = REPO / "suites" / "quickstart.yaml"
+    assert load_suite(quickstart, ["train.grad_engine=one_backward"]).train.grad_engine == "one_backward"
+    with pytest.raises(ConfigError, match="train.grad_engine: one_backward .* use grad_engine: loop"):
+        load_suite(quickstart, ["train.grad_engine=one_backward", "train.gradient_checkpointing=true"])
