@@ -1,11 +1,13 @@
 """Compare every method of a finished suite run with joint SFT on the worst language's held-out loss, paired by seed.
 
-    python -m harness.analysis.lab_report SUITE [--set key=value ...] [--out results/interference_lab/NAME.json]
+    python -m harness.analysis.lab_report SUITE [--set key=value ...] [--metric answer_loss|loss]
+                                          [--out results/interference_lab/NAME.json]
 
 Reads the runs' DONE records (`<output_dir>/<suite>/<model>/<method>/seed<s>/DONE`), takes per run the largest
-held-out loss over the seen languages (`eval/loss/<lang>`), and tests each method against the baseline with the
-paired t-test, the exact sign test and the exact Wilcoxon test (harness.analysis.stats). Writes the raw per-seed
-numbers and the tests as JSON, and prints a Markdown table.
+held-out loss over the seen languages, and tests each method against the baseline with the paired t-test, the exact
+sign test and the exact Wilcoxon test (harness.analysis.stats). The loss is `eval/answer_loss/<lang>` by default (the
+lab's answer words, where the conflict lives: docs/interference_lab.md) or `eval/loss/<lang>` (every response token).
+Writes the raw per-seed numbers and the tests as JSON, and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -31,39 +33,53 @@ def collect(suite: Suite, model: str | None = None) -> dict[str, dict[int, dict[
     return out
 
 
-def worst_loss(metrics: dict[str, float], languages: tuple[str, ...]) -> tuple[float, str]:
-    lang = max(languages, key=lambda x: metrics[f"eval/loss/{x}"])
-    return metrics[f"eval/loss/{lang}"], lang
+METRICS = ("answer_loss", "loss")
 
 
-def compare(suite: Suite, baseline: str = "joint_sft", model: str | None = None) -> dict[str, Any]:
+def worst_loss(metrics: dict[str, float], languages: tuple[str, ...], metric: str = "loss") -> tuple[float, str]:
+    keys = {x: f"eval/{metric}/{x}" for x in languages}
+    missing = [k for k in keys.values() if k not in metrics]
+    if missing:
+        raise ValueError(f"run metrics lack {missing}: rerun the suite (eval/answer_loss comes from the lab's "
+                         "evaluation, data.source interference) or pass --metric loss")
+    lang = max(languages, key=lambda x: metrics[keys[x]])
+    return metrics[keys[lang]], lang
+
+
+def compare(suite: Suite, baseline: str = "joint_sft", model: str | None = None,
+            metric: str = "answer_loss") -> dict[str, Any]:
     """Per method: per-seed worst-language loss (and which language), mean ± SE, and the paired tests vs baseline."""
+    if metric not in METRICS:
+        raise ValueError(f"--metric {metric!r}: expected one of {', '.join(METRICS)}")
     runs = collect(suite, model)
     if baseline not in runs:
         raise ValueError(f"no finished {baseline} runs under {suite.output_dir}/{suite.suite.name}")
     langs = suite.languages.seen
     rows: dict[str, Any] = {}
-    base = {s: worst_loss(m, langs)[0] for s, m in runs[baseline].items()}
+    base = {s: worst_loss(m, langs, metric)[0] for s, m in runs[baseline].items()}
     for label, by_seed in runs.items():
         seeds = sorted(by_seed)
-        worst = [worst_loss(by_seed[s], langs) for s in seeds]
+        worst = [worst_loss(by_seed[s], langs, metric) for s in seeds]
         values = [w[0] for w in worst]
         mean, se = mean_se(values)
         row: dict[str, Any] = {"seeds": seeds, "worst_loss": values, "worst_language": [w[1] for w in worst],
                                "mean": mean, "se": se,
                                "loss": {x: [by_seed[s][f"eval/loss/{x}"] for s in seeds] for x in langs},
+                               "answer_loss": {x: [by_seed[s].get(f"eval/answer_loss/{x}") for s in seeds] for x in langs},
                                "acc": {x: [by_seed[s].get(f"eval/acc/{x}") for s in seeds] for x in langs}}
         shared = [s for s in seeds if s in base]
         if label != baseline and len(shared) >= 2:
-            row["vs_baseline"] = paired_test([worst_loss(by_seed[s], langs)[0] for s in shared],
+            row["vs_baseline"] = paired_test([worst_loss(by_seed[s], langs, metric)[0] for s in shared],
                                              [base[s] for s in shared]).as_dict()
         rows[label] = row
-    return {"suite": suite.suite.name, "config_hash": suite.config_hash(), "data": suite.resolved()["data"],
+    return {"suite": suite.suite.name, "config_hash": suite.config_hash(), "metric": f"eval/{metric}",
+            "data": suite.resolved()["data"],
             "train": suite.resolved()["train"], "baseline": baseline, "methods": rows}
 
 
 def table(report: dict[str, Any]) -> str:
-    lines = ["| method | worst-language loss (mean ± SE) | Δ vs joint SFT | paired t p | Wilcoxon p | sign p |",
+    lines = [f"| method | worst-language {report.get('metric', 'eval/loss')} (mean ± SE) | Δ vs joint SFT | paired t p "
+             "| Wilcoxon p | sign p |",
              "|---|---|---|---|---|---|"]
     for label, row in report["methods"].items():
         test = row.get("vs_baseline")
@@ -79,9 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.analysis.lab_report", description=__doc__.splitlines()[0])
     p.add_argument("suite")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--metric", choices=METRICS, default="answer_loss",
+                   help="answer_loss: the answer words (default); loss: every response token")
     p.add_argument("--out", default=None, help="JSON file for the raw per-seed numbers and the tests")
     args = p.parse_args(argv)
-    report = compare(load_suite(args.suite, args.overrides))
+    report = compare(load_suite(args.suite, args.overrides), metric=args.metric)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -1,6 +1,6 @@
 """`polymoo reproduce bkmoo|congrad`: run a paper's suite (or read its runs) and write a claim-by-claim report.
 
-    polymoo reproduce bkmoo|congrad [--scale tiny|full] [--method NAME ...] [--from-mlflow | --resume] [--set k=v ...]
+    polymoo reproduce bkmoo|congrad [--scale tiny|lab|full] [--method NAME ...] [--from-mlflow | --resume] [--set k=v ...]
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from pathlib import Path
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="run a paper's suite (or read its runs) and write a claim-by-claim report")
     p.add_argument("paper", choices=["bkmoo", "congrad"])
-    p.add_argument("--scale", choices=["tiny", "full"], default="tiny",
-                   help="tiny: suites/<paper>_paper_tiny.yaml (CPU, minutes); full: suites/<paper>_paper.yaml")
+    p.add_argument("--scale", choices=["tiny", "lab", "full"], default="tiny",
+                   help="tiny: suites/<paper>_paper_tiny.yaml (CPU, minutes); lab: suites/<paper>_paper_lab.yaml "
+                        "(the interference lab, CPU); full: suites/<paper>_paper.yaml")
     p.add_argument("--method", dest="methods", action="append", default=[], metavar="NAME",
                    help="only these methods of the suite (name or label; repeatable)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")

@@ -146,8 +146,10 @@ def describe(cfg: DataConfig, languages: Sequence[str]) -> dict[str, object]:
 
 def heldout_accuracy(model: object, tokenizer: object, examples: dict[str, Sequence[Example]], max_len: int,
                      item_length: int, batch_size: int = 16) -> dict[str, float]:
-    """{'eval/acc/<lang>': share of answer words predicted right, given the glossed word before each (teacher forcing).
-    A word is one token, so this is the task's accuracy: does the model answer each word with its answer word."""
+    """Per language, on the answer words only (the glossed word before each is given: teacher forcing):
+    'eval/acc/<lang>', the share predicted right, and 'eval/answer_loss/<lang>', their mean cross-entropy.
+    A word is one token, so these are the task's accuracy and loss. The answers are where the conflict lives; the
+    copied words of the gloss (the other half of the response) are the same task in every language."""
     import torch
 
     from harness.data.sft import TokenizedLanguages, collate
@@ -161,15 +163,19 @@ def heldout_accuracy(model: object, tokenizer: object, examples: dict[str, Seque
     with torch.no_grad():
         for lang, idx in dataset.index_by_language.items():
             right = total = 0
+            nll = 0.0
             for i in range(0, len(idx), batch_size):
                 batch = pad([dataset[j] for j in idx[i: i + batch_size]])
                 logits = model(input_ids=batch["input_ids"].to(device),  # type: ignore[operator]
-                               attention_mask=batch["attention_mask"].to(device)).logits
-                guess, labels = logits[:, :-1].argmax(-1).cpu(), batch["labels"][:, 1:]
+                               attention_mask=batch["attention_mask"].to(device)).logits[:, :-1].float().cpu()
+                labels = batch["labels"][:, 1:]
                 for row in range(labels.shape[0]):
                     where = (labels[row] != -100).nonzero().flatten()[1: 2 * item_length: 2]  # the answers
-                    right += int((guess[row, where] == labels[row, where]).sum())
+                    logp = torch.log_softmax(logits[row, where], dim=-1)
+                    nll -= float(logp.gather(1, labels[row, where, None]).sum())
+                    right += int((logp.argmax(-1) == labels[row, where]).sum())
                     total += len(where)
             out[f"eval/acc/{lang}"] = right / max(total, 1)
+            out[f"eval/answer_loss/{lang}"] = nll / max(total, 1)
     model.train(was_training)  # type: ignore[attr-defined]
     return out

@@ -29,6 +29,12 @@ SCALE_NOTES = {
              "near chance (1/4 on the CLDR multiple choice), differences are mostly noise even when a t-test over "
              "3 seeds flags them, and single-process memory says nothing about distributed 8B training. Every "
              "quality or memory claim is therefore 'not comparable at this scale'."),
+    "lab": ("Lab scale runs tiny twins on the controlled-interference lab (docs/interference_lab.md): synthetic "
+            "languages over one task, where a dialled fraction of answers conflicts between languages, 5 seeds, on "
+            "CPU. The paper's figures (benchmark points on 8B models, GPU memory) stay 'not comparable at this "
+            "scale'; what the lab tests with power are the mechanisms the claims rest on: the 'Lab verdicts' "
+            "section compares the methods on the worst language's held-out answer loss, paired by seed "
+            "(results/paper/<paper>_lab.yaml)."),
     "full": ("Full scale runs the real base LLMs named by the paper on GPUs. Data, language split, benchmarks and "
              "hyper-parameters the paper does not publish are reconstructions (see the suite file), so a verdict "
              "compares the paper's claim with this reconstruction, not with the paper's exact setup."),
@@ -55,19 +61,30 @@ def build_report(out_root: Path, paper: str, scale: str, suite: Suite, runs: Any
         plots = _plots(suite, runs, tables, tmp, notes)
         results = [evaluate_claim(c, tables, reference, scale, claims["paper"].get("scale", "full"), sep)
                    for c in claims["claims"]]
+        lab = _lab_section(paper, suite, runs, sep) if scale == "lab" else {}
         meta = {"paper": claims["paper"], "scale": scale, "suite": suite.suite.name, "suite_file": suite.source,
                 "reference": reference, "source": "MLflow (existing runs)" if from_mlflow else "trained by this command",
                 "runs": int(len(runs)), "models": list(suite.models), "methods": [m.display for m in suite.methods],
                 "seeds": list(suite.seeds), "config_hashes": sorted(set(runs.get("tags.polymoo.config_hash", []))),
                 "run_ids": sorted(runs["run_id"]), "runtime_s": round(time.time() - started, 1),
                 "scale_note": SCALE_NOTES[scale], "notes": notes,
-                "date": time.strftime("%Y-%m-%d %H:%M:%S"), "tracking_uri": _uri(suite)}
+                "date": time.strftime("%Y-%m-%d %H:%M:%S"), "tracking_uri": _uri(suite), **lab}
         write_report(tmp, meta, results, tables, [p.relative_to(tmp) for p in plots])
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _replace_dir(tmp, final)
     return final
+
+
+def _lab_section(paper: str, suite: Suite, runs: Any, sep: dict[str, list[Any]] | None) -> dict[str, Any]:
+    """The lab verdicts (harness.reproduce.lab) as report.json entries and the report.md section."""
+    from harness.reproduce.lab import evaluate_lab_claims, lab_claims_file, lab_markdown, load_lab_claims
+
+    claims = load_lab_claims(lab_claims_file(paper))
+    verdicts = evaluate_lab_claims(claims, runs, suite.languages.seen, sep)
+    return {"lab_verdicts": [v.as_dict() for v in verdicts],
+            "lab_markdown": lab_markdown(verdicts, float(claims.get("alpha", 0.01)))}
 
 
 def _tables(suite: Suite, runs: Any, reference: str) -> dict[str, Any]:
@@ -221,7 +238,7 @@ def write_report(out: Path, meta: dict[str, Any], results: list[ClaimResult], ta
         measured = r.summary or "—"
         lines.append(f"| **{r.id}**: {r.claim} | {_value(r.value)} {('(' + r.unit + ')') if r.unit and r.value != 'not public' else ''} "
                      f"| {measured} | {meta['scale']} | **{r.verdict}** |")
-    lines += ["", "Notes per claim:", ""]
+    lines += ["", *meta.get("lab_markdown", []), "Notes per claim:", ""]
     for r in results:
         if r.note:
             lines.append(f"- `{r.id}`: {r.note}")
@@ -239,5 +256,6 @@ def write_report(out: Path, meta: dict[str, Any], results: list[ClaimResult], ta
     if meta["notes"]:
         lines += ["## Notes", ""] + [f"- {n}" for n in meta["notes"]] + [""]
     (out / "report.md").write_text("\n".join(lines))
-    data = {**meta, "claims": [r.as_dict() for r in results], "plots": [p.as_posix() for p in plots]}
+    data = {**{k: v for k, v in meta.items() if k != "lab_markdown"}, "claims": [r.as_dict() for r in results],
+            "plots": [p.as_posix() for p in plots]}
     (out / "report.json").write_text(json.dumps(_clean(data), indent=2, default=str))

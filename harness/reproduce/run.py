@@ -1,8 +1,10 @@
 """Run: the paper's suite at a scale, launched (trained) or read back from MLflow, then the report.
 
-Scales. Each paper has two suites that share methods and seeds (a test keeps them identical):
-`suites/<paper>_paper.yaml` (scale full: the real base LLMs, GPUs, torchrun) and
-`suites/<paper>_paper_tiny.yaml` (scale tiny: tiny twins, offline data, CPU, a few minutes). Two standalone
+Scales. Each paper has three suites: `suites/<paper>_paper.yaml` (scale full: the real base LLMs, GPUs, torchrun),
+`suites/<paper>_paper_tiny.yaml` (scale tiny: tiny twins, offline data, CPU, a few minutes; the same methods and seeds
+as full, a test keeps them identical) and `suites/<paper>_paper_lab.yaml` (scale lab: tiny twins on the interference
+lab, `data.source: interference`, 5 seeds; its suite says `scale: tiny` and adds the lab's comparators; verdicts on the
+papers' mechanism claims from `results/paper/<paper>_lab.yaml`, harness.reproduce.lab). Standalone
 files rather than an `include:` because the tiny twin must *remove* full-scale sections (lm-eval's hub tasks,
 the data path) and one-level `include:` can only add or replace keys.
 """
@@ -21,7 +23,8 @@ from harness.validate import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 PAPERS = ("bkmoo", "congrad")
-SCALES = ("tiny", "full")
+SCALES = ("tiny", "lab", "full")
+SUITE_SCALE = {"tiny": "tiny", "lab": "tiny", "full": "full"}  # the lab runs tiny twins on the interference lab
 
 
 def suite_file(paper: str, scale: str) -> Path:
@@ -29,7 +32,7 @@ def suite_file(paper: str, scale: str) -> Path:
         raise ValueError(f"unknown paper {paper!r}; known: {', '.join(PAPERS)}")
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; known: {', '.join(SCALES)}")
-    return REPO / "suites" / (f"{paper}_paper.yaml" if scale == "full" else f"{paper}_paper_tiny.yaml")
+    return REPO / "suites" / (f"{paper}_paper.yaml" if scale == "full" else f"{paper}_paper_{scale}.yaml")
 
 
 def claims_file(paper: str) -> Path:
@@ -53,8 +56,11 @@ def load_paper_suite(paper: str, scale: str, overrides: list[str] | None = None,
     except (KeyError, IndexError, ValueError) as err:
         raise ConfigError([f"{path}: --set: cannot apply override ({err})"]) from err
     suite = suite_from_data(data, str(path))
-    if suite.scale != scale:
-        raise ConfigError([f"{path}: scale is {suite.scale!r} but --scale {scale} was asked"])
+    if suite.scale != SUITE_SCALE[scale]:
+        raise ConfigError([f"{path}: scale is {suite.scale!r} but --scale {scale} needs {SUITE_SCALE[scale]!r}"])
+    if (scale == "lab") != (suite.data.source == "interference"):
+        raise ConfigError([f"{path}: --scale lab runs the interference lab (data.source interference) and only it; "
+                           f"this suite's data.source is {suite.data.source!r}"])
     return suite
 
 

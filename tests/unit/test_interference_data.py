@@ -48,7 +48,7 @@ def test_conflict_zero_agrees_and_conflict_contests_shared_inputs():
     assert {e.response for e in agree.heldout["lab1"]} == {e.response for e in agree.heldout["lab3"]}
     cfg = _cfg(conflict=0.5, relatedness=1.0, dissenters=("lab3",))
     lab, data = Lab(cfg), lab_language_data(cfg, LANGS)
-    assert len(lab.contested) == 16
+    assert len(lab.contested) == cfg.concepts // 2
     maps = {x: {} for x in LANGS}
     for x in LANGS:
         for ex in data.train[x] + data.heldout[x]:
@@ -63,11 +63,11 @@ def test_conflict_zero_agrees_and_conflict_contests_shared_inputs():
 
 
 def test_relatedness_zero_gives_disjoint_vocabularies():
-    lab = Lab(_cfg(relatedness=0.0))
+    lab = Lab(_cfg(relatedness=0.0, concepts=32))
     sets = [set(lab.surface(x)) for x in LANGS]
     assert all(len(s) == 32 for s in sets)
     assert not (sets[0] & sets[1]) and not (sets[1] & sets[2])
-    half = Lab(_cfg(relatedness=0.5))
+    half = Lab(_cfg(relatedness=0.5, concepts=32))
     assert len(set(half.surface("lab1")) & set(half.surface("lab2"))) == 16
 
 
@@ -107,3 +107,52 @@ def test_lab_suite_validates_and_keeps_old_hashes_stable():
     assert suite.resolved()["data"]["conflict"] == 0.5
     plain = suite_from_data({**BASE, "languages": {"seen": ["en", "fr"]}})
     assert "conflict" not in plain.resolved()["data"] and "init" not in plain.resolved()
+
+
+class _AnswerOracle:
+    """A stand-in causal LM whose logits at each position favour the lab answer of the token there (agreed map)."""
+
+    def __init__(self, tokenizer, lab, margin):
+        import torch
+
+        words, answer = lab.surface("lab1"), lab.answer_map("lab1")
+        ids = {w: tokenizer.convert_tokens_to_ids("Ġ" + w) for w in words}
+        self.table = torch.zeros(len(tokenizer), len(tokenizer))
+        for c, w in enumerate(words):
+            self.table[ids[w], ids[words[answer[c]]]] = margin
+        self.training = False
+
+    def eval(self):
+        return self
+
+    def train(self, mode=True):
+        return self
+
+    def parameters(self):
+        import torch
+
+        return iter([torch.zeros(1)])
+
+    def __call__(self, input_ids, attention_mask):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(logits=self.table[input_ids])
+
+
+@pytest.mark.parametrize(("margin", "conflict"), [(0.0, 0.0), (30.0, 0.0), (30.0, 1.0)])
+def test_heldout_accuracy_scores_the_answer_words_only(margin, conflict):
+    import math
+
+    from harness.data.interference import heldout_accuracy
+    from harness.models.tokenizer import offline_tokenizer
+
+    tok = offline_tokenizer()
+    cfg = _cfg(conflict=conflict, dissenters=("lab3",), concepts=8)
+    data = lab_language_data(cfg, ["lab1", "lab3"])
+    out = heldout_accuracy(_AnswerOracle(tok, Lab(cfg), margin), tok, data.heldout, 32, cfg.item_length)
+    if margin == 0.0:  # uniform logits: ln V on every answer word
+        assert out["eval/answer_loss/lab1"] == pytest.approx(math.log(len(tok)), rel=1e-5)
+        return
+    assert out["eval/acc/lab1"] == 1.0 and out["eval/answer_loss/lab1"] < 1e-6  # the agreed map is the oracle's
+    assert out["eval/acc/lab3"] == (1.0 if conflict == 0.0 else 0.0)  # conflict 1: every lab3 answer is contested
+    assert (out["eval/answer_loss/lab3"] > 25.0) == (conflict == 1.0)

@@ -20,7 +20,8 @@ def _suite(tmp_path):
 def _done(tmp_path, method, seed, lab1, lab3):
     folder = tmp_path / "lab" / "llama" / method / f"seed{seed}"
     folder.mkdir(parents=True)
-    metrics = {"eval/loss/lab1": lab1, "eval/loss/lab3": lab3, "eval/acc/lab1": 0.5, "eval/acc/lab3": 0.25}
+    metrics = {"eval/loss/lab1": lab1, "eval/loss/lab3": lab3, "eval/acc/lab1": 0.5, "eval/acc/lab3": 0.25,
+               "eval/answer_loss/lab1": lab1 / 2, "eval/answer_loss/lab3": lab3 / 2}
     (folder / "DONE").write_text(json.dumps({"run_id": "x", "metrics": metrics}))
 
 
@@ -29,12 +30,25 @@ def test_worst_language_paired_by_seed(tmp_path, capsys):
     for seed, (j1, j3, m1, m3) in enumerate([(1.0, 2.0, 1.2, 1.5), (1.1, 2.1, 1.3, 1.7), (0.9, 1.9, 1.0, 1.6)]):
         _done(tmp_path, "joint_sft", seed, j1, j3)
         _done(tmp_path, "mgda", seed, m1, m3)
-    report = compare(suite)
+    report = compare(suite, metric="loss")
     mgda = report["methods"]["mgda"]
     assert mgda["worst_language"] == ["lab3"] * 3 and mgda["worst_loss"] == [1.5, 1.7, 1.6]
     assert mgda["vs_baseline"]["mean_diff"] == pytest.approx(-0.4)
     assert "vs_baseline" not in report["methods"]["joint_sft"]
     assert "| mgda | 1.6000 ± 0.0577 | -0.4000" in table(report)
+    answers = compare(suite)  # the default statistic: the answer words' loss
+    assert answers["metric"] == "eval/answer_loss" and answers["methods"]["mgda"]["worst_loss"] == [0.75, 0.85, 0.8]
+    assert answers["methods"]["mgda"]["vs_baseline"]["mean_diff"] == pytest.approx(-0.2)
+
+
+def test_missing_metric_names_the_fix(tmp_path):
+    suite = _suite(tmp_path)
+    folder = tmp_path / "lab" / "llama" / "joint_sft" / "seed0"
+    folder.mkdir(parents=True)
+    (folder / "DONE").write_text(json.dumps({"metrics": {"eval/loss/lab1": 1.0, "eval/loss/lab3": 2.0}}))
+    with pytest.raises(ValueError, match="--metric loss"):
+        compare(suite)
+    assert compare(suite, metric="loss")["methods"]["joint_sft"]["worst_loss"] == [2.0]
 
 
 def test_main_writes_json(tmp_path, capsys):
@@ -45,7 +59,7 @@ def test_main_writes_json(tmp_path, capsys):
         _done(tmp_path, "joint_sft", seed, 1.0, 2.0 + seed)
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump({**suite.resolved(), "suite": {"name": "lab"}}))
-    assert main([str(path), "--out", str(tmp_path / "r.json")]) == 0
+    assert main([str(path), "--metric", "loss", "--out", str(tmp_path / "r.json")]) == 0
     assert json.loads((tmp_path / "r.json").read_text())["methods"]["joint_sft"]["worst_loss"] == [2.0, 3.0]
     with pytest.raises(ValueError, match="no finished"):
         compare(suite_from_data({**suite.resolved(), "methods": [{"name": "mgda"}], "output_dir": str(tmp_path / "no")}))

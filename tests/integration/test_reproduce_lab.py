@@ -1,0 +1,49 @@
+"""`polymoo reproduce PAPER --scale lab` plumbing on a very small setting: the lab suite is found and checked, trains,
+and the report carries the lab verdicts (paired by seed on the worst language's answer loss) next to the paper's
+claims, which stay 'not comparable at this scale'. The lab's statistics themselves are docs/interference_lab.md's."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.reproduce.run import load_paper_suite, reproduce, suite_file
+from harness.validate import ConfigError
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+# 2 methods x 2 seeds x 3 steps on a 4-concept lab: the plumbing, not the statistics
+SMALL = ["seeds=[0,1]", "train.steps=3", "train.batch_size_per_language=2", "data.concepts=4",
+         "data.max_examples_per_language=16", "train.log_every=1"]
+
+
+def test_lab_suites_are_tiny_twins_on_the_lab():
+    for paper in ("bkmoo", "congrad"):
+        suite = load_paper_suite(paper, "lab")
+        assert suite.scale == "tiny" and suite.data.source == "interference" and len(suite.seeds) == 5
+        assert suite_file(paper, "lab").read_text().startswith(f"# suites/{paper}_paper_lab.yaml — run: polymoo "
+                                                                 f"reproduce {paper} --scale lab")
+    with pytest.raises(ConfigError, match="interference lab"):
+        load_paper_suite("bkmoo", "lab", suite_path=suite_file("bkmoo", "tiny"))
+
+
+def test_lab_report_has_verdicts(tmp_path, monkeypatch):
+    from tests._store import copy_store
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", copy_store(tmp_path / "store"))
+    monkeypatch.setenv("POLYMOO_RESULTS", str(tmp_path / "results"))
+    report = reproduce("bkmoo", "lab", [*SMALL, f"output_dir={tmp_path / 'runs'}"], ["joint_sft", "bkmoo-mgda"],
+                       out_root=tmp_path / "reproduce", with_separability=False, log=False)
+    data = json.loads((report / "report.json").read_text())
+    assert data["scale"] == "lab" and data["runs"] == 4
+    assert {c["verdict"] for c in data["claims"] if c["id"] == "seen_gain"} <= {"not comparable at this scale",
+                                                                                "not measured"}
+    lab = {v["id"]: v for v in data["lab_verdicts"]}
+    versus_joint = lab["bkmoo_vs_joint_sft"]
+    assert [c["method"] for c in versus_joint["comparisons"]] == ["bkmoo-mgda"]
+    assert versus_joint["comparisons"][0]["n"] == 2 and versus_joint["verdict"] != "not measured"
+    assert lab["bkmoo_vs_global_moo"]["verdict"] == "not measured"  # mgda-global was not run
+    assert lab["language_specific_dimensions"]["verdict"] == "not measured"  # separability off
+    md = (report / "report.md").read_text()
+    assert "## Lab verdicts" in md and "Lab scale runs tiny twins" in md
