@@ -38,13 +38,15 @@ from harness.distributed.planner_memory import (
     Precision,
     Workload,
     activation_bytes,
+    bucket_numel_at,
     hook_extra_bytes,
     precision,
     predict_memory,
     predict_single_process,
 )
 
-__all__ = ["GB", "METHODS", "ModelFacts", "PlanRow", "Precision", "Workload", "activation_bytes", "closest_to_claim",
+__all__ = ["GB", "METHODS", "ModelFacts", "PlanRow", "Precision", "Workload", "activation_bytes", "bucket_numel_at",
+           "closest_to_claim",
            "config_path", "facts", "hook_extra_bytes", "load_config", "meta_model", "plan_rows", "precision",
            "predict_bytes", "predict_memory", "predict_single_process", "to_csv", "to_markdown", "write_plan"]
 
@@ -80,6 +82,8 @@ class ModelFacts:
     kv_width: int = 0  # key/value heads × head dim
     cast_numel: int = 0  # elements of the linear weights autocast copies (all of them, frozen ones too)
     max_param_numel: int = 0  # the largest trainable tensor (AdamW's per-tensor step temporaries)
+    bucket_cap_mb: float = 25.0
+    ready_numel: tuple[int, ...] = ()  # trainable tensors in gradient-ready order: the buckets at another dtype
 
     @property
     def n_buckets(self) -> int:
@@ -132,8 +136,12 @@ def facts(model: torch.nn.Module, name: str, bucket_cap_mb: float = 25.0, ready_
 
     cfg = getattr(model, "config", None)
     trainable = [p for p in model.parameters() if p.requires_grad]
+    ready: tuple[int, ...] = ()
     if bucket_numel is None:
-        bucket_numel = [b.numel for b in bucket_plan(model, bucket_cap_mb, ready_order=ready_order)]
+        order = _ready_names(model, ready_order)
+        bucket_numel = [b.numel for b in bucket_plan(model, bucket_cap_mb, ready_order=order)]
+        sizes = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
+        ready = tuple(sizes[n] for n in order)
     w = next(model.parameters()).element_size()
     el = trainable[0].element_size() if trainable else w
     heads = getattr(cfg, "num_attention_heads", 0)
@@ -148,7 +156,20 @@ def facts(model: torch.nn.Module, name: str, bucket_cap_mb: float = 25.0, ready_
                       intermediate=getattr(cfg, "intermediate_size", 0),
                       kv_width=(getattr(cfg, "num_key_value_heads", None) or heads) * head_dim,
                       cast_numel=_linear_weight_numel(model),
-                      max_param_numel=max((p.numel() for p in trainable), default=0))
+                      max_param_numel=max((p.numel() for p in trainable), default=0),
+                      bucket_cap_mb=bucket_cap_mb, ready_numel=ready)
+
+
+def _ready_names(model: torch.nn.Module, ready_order: Any) -> list[str]:
+    """The gradient-ready order of the trainable parameters: given, recorded by a closure, or the reverse parameter
+    order (what `harness.buckets.bucket_plan` assumes without one)."""
+    from harness.buckets import grad_ready_order
+
+    if callable(ready_order):
+        return grad_ready_order(model, ready_order)
+    if ready_order is not None:
+        return list(ready_order)
+    return [n for n, p in model.named_parameters() if p.requires_grad][::-1]
 
 
 def _linear_weight_numel(model: torch.nn.Module) -> int:
@@ -166,23 +187,24 @@ def predict_bytes(f: ModelFacts, hook: str, world: int, languages: int, sharding
     gradient element size is the run's (``wl``: float32 under mixed precision), else the built model's."""
     n, k = world, min(world, languages)
     e = precision(f, wl).grad if wl is not None else f.grad_bytes
+    buckets = bucket_numel_at(f, e)
     gram = allreduce_bytes(8 * k * k, n)
     out: dict[str, float] = {}
     zero = sharding == "zero3"
     if hook == "mean":
         out["all_reduce" if not zero else "reduce_scatter"] = sum(
-            (allreduce_bytes(b * e, n) if not zero else (n - 1) / n * b * e) for b in f.bucket_numel)
+            (allreduce_bytes(b * e, n) if not zero else (n - 1) / n * b * e) for b in buckets)
     elif hook in ("sharded", "full"):
-        out["all_to_all.slices"] = sum((n - 1) * math.ceil(b / n) * e for b in f.bucket_numel)
+        out["all_to_all.slices"] = sum((n - 1) * math.ceil(b / n) * e for b in buckets)
         if not zero:
             out["all_gather.slices"] = out["all_to_all.slices"]
-        out["all_reduce.gram"] = gram * (f.n_buckets if hook == "sharded" else 1)
+        out["all_reduce.gram"] = gram * (len(buckets) if hook == "sharded" else 1)
     elif hook in ("allgather", "full_gather"):
-        out["all_gather.bucket"] = sum(allgather_bytes(b * e, n) for b in f.bucket_numel)
+        out["all_gather.bucket"] = sum(allgather_bytes(b * e, n) for b in buckets)
     else:
         raise ValueError(f"unknown hook {hook!r}")
     out["total"] = sum(out.values())
-    out["allreduce_equivalent"] = sum(allreduce_bytes(b * e, n) for b in f.bucket_numel)
+    out["allreduce_equivalent"] = sum(allreduce_bytes(b * e, n) for b in buckets)
     out["ratio_allreduce"] = out["total"] / out["allreduce_equivalent"] if out["allreduce_equivalent"] else float("nan")
     if zero:
         w = precision(f, wl).weight if wl is not None else f.weight_bytes

@@ -20,8 +20,9 @@ checkpointing) into bytes. It follows the code, not a textbook:
   b·s·V tensors at the start of the backward.
 * **phases** (``total`` = their maximum; what is live in each):
   - DDP (``DistEngine``): weights + optimizer state + DDP bucket buffers always; then the forward/backward start
-    (+ activations + autocast copies), the backward end (+ ``.grad`` + the hook's buffers), the optimizer step
-    (+ ``.grad`` + step temporaries);
+    (+ activations + autocast copies), the backward (+ ``.grad`` + the hook's buffers, which the asynchronous hooks
+    hold while the saved activations are still alive: measured on CPU, all of them add up — an upper bound where the
+    backward frees activations before the hooks run), the optimizer step (+ ``.grad`` + step temporaries);
   - one process, joint SFT (HF Trainer; accelerate autocasts each forward call): as DDP without the buckets, K·b
     rows in one pass;
   - one process, a gradient method (``harness.train.grad_engine``'s ``loop``: one forward/backward per language):
@@ -93,6 +94,25 @@ class Precision:
         return "mixed" if self.autocast else "float32" if self.compute == 4 else "half"
 
 
+def bucket_numel_at(f: ModelFacts, elem: int) -> tuple[int, ...]:
+    """DDP's buckets (elements each, ready order) when the gradients have ``elem`` bytes per element: the cap is in
+    bytes, so float32 gradients (mixed precision) fill a 25 MB bucket with half the elements of bf16 ones. Re-split from
+    the gradient-ready sizes as `harness.buckets.assign_by_size` does (one dtype); the recorded buckets when ``facts``
+    was given them."""
+    if elem == f.grad_bytes or not f.ready_numel:
+        return f.bucket_numel
+    from harness.buckets import bucket_caps
+
+    limits = bucket_caps(f.bucket_cap_mb)
+    out, numel, size, level = [], 0, 0, 0
+    for n in f.ready_numel:
+        numel, size = numel + n, size + n * elem
+        if size >= limits[level]:
+            out.append(numel)
+            numel, size, level = 0, 0, min(level + 1, len(limits) - 1)
+    return tuple(out + ([numel] if numel else []))
+
+
 def precision(f: ModelFacts, wl: Workload) -> Precision:
     if wl.dtype is None:
         w, compute, autocast = f.weight_bytes, f.weight_bytes, False
@@ -148,32 +168,60 @@ def activation_bytes(f: ModelFacts, wl: Workload, elem: int | None = None, rows:
     return layers + NON_LAYER[p.regime] * bs * f.hidden + logits
 
 
-def hook_extra_bytes(f: ModelFacts, hook: str, world: int, languages: int, sharding: str = "ddp",
-                     wl: Workload | None = None) -> float:
-    """The hook's buffers at the end of the backward: padded copy, received slices, language rows (float32),
-    combined slice, gathered bucket (per bucket, the largest); the full-gradient hooks' kept rows."""
+def _cast_rows(numel: int, e: int) -> int:
+    """`HookState.language_rows` multiplies in at least float32: a bf16 input is copied to float32 first."""
+    return numel * 4 if e < ROW_BYTES else 0
+
+
+def _logits_backward_bytes(f: ModelFacts, wl: Workload, rows: int) -> float:
+    return rows * wl.seq * f.vocab * LOGITS_BACKWARD
+
+
+def hook_transient_bytes(f: ModelFacts, hook: str, world: int, languages: int, sharding: str = "ddp",
+                         wl: Workload | None = None) -> float:
+    """The largest bucket's buffers while its hook runs (``harness.distributed.hooks``): padded copy and received
+    slices (sharded, full) or the gathered bucket (allgather, full_gather); the chained futures keep the previous
+    bucket's received tensor alive while the next runs, so two of them count; the language rows (float32) and the
+    combined slice with its all-gather. The full-gradient hooks' rows are counted as kept (`hook_kept_bytes`)."""
     n, k = world, min(world, languages)
     e = precision(f, wl).grad if wl is not None else f.grad_bytes
-    numel_max = max(f.bucket_numel) if f.bucket_numel else 0
-    b_max = numel_max * e
-    c_max = math.ceil(numel_max / n)
-    rows = max(e, ROW_BYTES)
-    p = f.params_trainable
+    b = max(bucket_numel_at(f, e), default=0)
+    c = math.ceil(b / n)
     if hook == "mean":
         return 0.0
-    if hook == "sharded":
-        return 2 * b_max + k * c_max * rows + c_max * rows + (0 if sharding == "zero3" else b_max)
-    if hook == "allgather":
-        return n * b_max + k * numel_max * rows + b_max
-    if hook == "full":
-        return k * math.ceil(p / n) * rows + 2 * b_max
-    if hook == "full_gather":
-        return k * p * rows + n * b_max
+    if hook in ("sharded", "full"):
+        received = 2 * n * c * e + _cast_rows(n * c, e)
+        if hook == "full":
+            return float(received)
+        combined = c * ROW_BYTES + c * e + (0 if sharding == "zero3" else n * c * e)
+        return float(max(received + k * c * ROW_BYTES, k * c * ROW_BYTES + combined))
+    if hook in ("allgather", "full_gather"):
+        received = 2 * n * b * e + _cast_rows(n * b, e)
+        return float(received + (k * b * ROW_BYTES + b * ROW_BYTES if hook == "allgather" else 0))
     raise ValueError(f"unknown hook {hook!r}")
 
 
+def hook_kept_bytes(f: ModelFacts, hook: str, world: int, languages: int, elem: int | None = None) -> float:
+    """The full-gradient hooks keep every bucket's language rows until the backward ends: K·c_b (full: the slices)
+    or K·b (full_gather: the whole gradient) float32 values per bucket (buckets at ``elem`` bytes per gradient)."""
+    k = min(world, languages)
+    if hook == "full":
+        buckets = bucket_numel_at(f, elem or f.grad_bytes)
+        return float(sum(k * math.ceil(b / world) * ROW_BYTES for b in buckets))
+    if hook == "full_gather":
+        return float(k * f.params_trainable * ROW_BYTES)
+    return 0.0
+
+
+def hook_extra_bytes(f: ModelFacts, hook: str, world: int, languages: int, sharding: str = "ddp",
+                     wl: Workload | None = None) -> float:
+    """What the hook holds at its peak: the largest bucket's buffers plus the kept rows of the full-gradient hooks."""
+    e = precision(f, wl).grad if wl is not None else f.grad_bytes
+    return hook_transient_bytes(f, hook, world, languages, sharding, wl) + hook_kept_bytes(f, hook, world, languages, e)
+
+
 def _static(f: ModelFacts, wl: Workload, p: Precision, world: int, sharding: str) -> dict[str, float]:
-    unit = max(f.bucket_numel) if f.bucket_numel else 0
+    unit = max(bucket_numel_at(f, p.grad), default=0)
     opt = optimizer_state_bytes(f, wl, p)
     if sharding == "zero3":
         return {"weights": f.params_total * p.weight / world + unit * p.weight, "optimizer": opt / world,
@@ -195,7 +243,9 @@ def predict_memory(f: ModelFacts, hook: str, world: int, languages: int, shardin
     out["step_temp"] = step_temp_bytes(f, wl, p) / (world if sharding == "zero3" else 1)
     held = out["weights"] + out["optimizer"] + out["ddp_buckets"]
     out["peak_forward"] = held + out["activations"] + out["autocast_copies"]
-    out["peak_backward"] = held + out["gradients"] + out["hook_extra"]
+    saved = out["activations"] - _logits_backward_bytes(f, wl, wl.batch)
+    kept_copies = 0.0 if wl.checkpointing else out["autocast_copies"]
+    out["peak_backward"] = held + saved + kept_copies + out["gradients"] + out["hook_extra"]
     out["peak_step"] = held + out["gradients"] + out["step_temp"]
     out["total"] = max(out["peak_forward"], out["peak_backward"], out["peak_step"])
     return out

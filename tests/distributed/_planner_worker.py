@@ -34,7 +34,7 @@ def planner_worker(rank: int, world: int, out_dir: str, runs: list[dict[str, Any
         train = TrainConfig(steps=run["steps"], lr=1e-4, schedule="constant", dtype=run["dtype"],
                             master_weights=run["master_weights"], optimizer="adamw_torch", weight_decay=0.0)
         cfg = EngineConfig(hook=run["hook"], weighting="mgda", bucket_cap_mb=run["bucket_cap_mb"], warmup_steps=1)
-        with StoragePeak() as peak:
+        with StoragePeak(follow_callbacks=True) as peak:
             model = _model(run["dtype"], run["master_weights"])
             batch_fn = synthetic_batch_fn(model.config.vocab_size, run["seq"], run["per_rank"], 0, run["languages"])
             engine = DistEngine(model, cfg, train, run["languages"], batch_fn, token_mean_loss)

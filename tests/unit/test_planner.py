@@ -9,16 +9,19 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
+import torch
 
 from harness.distributed.planner import (
     METHODS,
     Workload,
+    bucket_numel_at,
     closest_to_claim,
     facts,
     meta_model,
     plan_rows,
     predict_bytes,
     predict_memory,
+    predict_single_process,
     to_csv,
 )
 
@@ -53,10 +56,13 @@ def test_planner_predicts_measured_bytes_and_memory(path):
     m = r["model"]
     model = _bench_model(m["vocab"], m["hidden"], m["layers"], m["intermediate"])
     f = facts(model, "bench", r["bucket_cap_mb"])  # the planner's own bucket plan, not the recorded one
-    if r["bucket_numel"]:
-        assert sorted(f.bucket_numel) == sorted(r["bucket_numel"]) or len(f.bucket_numel) == len(r["bucket_numel"])
+    elem = r["model"]["grad_bytes"] // r["model"]["params"]
+    if r["bucket_numel"]:  # the buckets at the run's gradient dtype (a 25 MB cap holds twice the bf16 elements)
+        planned = bucket_numel_at(f, elem)
+        assert sorted(planned) == sorted(r["bucket_numel"]) or len(planned) == len(r["bucket_numel"])
+    master = elem == 4  # float32 gradients: float32 or mixed precision
     wl = Workload(batch=r["batch"]["per_rank"], seq=r["batch"]["seq_len"], checkpointing=False,
-                  dtype="float32", foreach=False)  # the bench trains in float32; torch's AdamW on CPU: per tensor
+                  dtype=r.get("dtype", "float32"), master_weights=master, foreach=False)  # AdamW on CPU: per tensor
     b = predict_bytes(f, r["hook"], r["world_size"], r["languages"], wl=wl)
     assert abs(b["total"] - r["bytes_per_step"]) <= 0.05 * r["bytes_per_step"]
     mem = predict_memory(f, r["hook"], r["world_size"], r["languages"], wl=wl)["total"] / 2**20
@@ -87,3 +93,38 @@ def test_plan_rows_table_and_claim():
     claim = closest_to_claim(rows)
     assert claim["claim"]["bkmoo_gb"] == 72 and claim["claim"]["global_gb"] == 123
     assert to_csv(rows).splitlines()[0].startswith("model,params_b")
+
+
+def test_precision_sets_bytes_per_parameter_and_the_communicated_dtype():
+    """train.dtype bfloat16 with master weights: float32 weights, .grad, DDP buckets and two AdamW states (20 bytes
+    per parameter, float32 on the wire); pure bf16: half of each."""
+    f = facts(meta_model("llama3.1-8b"), "llama3.1-8b")  # built in bf16, as the planner does
+    held = ("weights", "gradients", "ddp_buckets", "optimizer")
+    for master, per_param in ((True, 20), (False, 10)):
+        wl = Workload(dtype="bfloat16", master_weights=master)
+        mem = predict_memory(f, "mean", 8, 6, wl=wl)
+        assert sum(mem[k] for k in held) / f.params_total == pytest.approx(per_param, rel=1e-3)
+        assert mem["autocast_copies"] == (f.cast_numel * 2 if master else 0)
+    mixed = predict_bytes(f, "mean", 8, 6, wl=Workload(dtype="bfloat16", master_weights=True))["total"]
+    pure = predict_bytes(f, "mean", 8, 6, wl=Workload(dtype="bfloat16", master_weights=False))["total"]
+    assert mixed == pytest.approx(2 * pure, rel=0.01)
+
+
+def test_buckets_follow_the_gradient_dtype():
+    """DDP's cap is in bytes: the planner re-splits its buckets for the run's gradient dtype, as DDP would."""
+    from harness.buckets import bucket_plan
+    from harness.distributed.workers import micro_llama
+
+    bf16 = micro_llama(vocab=512, hidden=64, layers=2, intermediate=128, dtype=torch.bfloat16)
+    f = facts(_bench_model(512, 64, 2, 128), "small", 0.05)
+    assert bucket_numel_at(f, 2) == tuple(b.numel for b in bucket_plan(bf16, 0.05))
+    assert bucket_numel_at(f, 4) == f.bucket_numel
+
+
+def test_single_process_gradient_methods_hold_twice_k_rows():
+    """The loop route's K float32 rows are copied once more by torch.stack: 2·K·P·4 above weights and AdamW state."""
+    f = facts(meta_model("mistral-7b"), "mistral-7b")
+    wl = Workload(dtype="float32", checkpointing=True, seq=128)
+    joint, mgda = predict_single_process(f, "joint", 6, wl), predict_single_process(f, "global", 6, wl)
+    assert mgda["total"] - (mgda["weights"] + mgda["optimizer"]) == pytest.approx(2 * 6 * f.params_trainable * 4)
+    assert joint["total"] < mgda["total"]
