@@ -6,7 +6,8 @@ Public API:
 - `HOOKS` (`mean`, `allgather`, `sharded`, `full`, `full_gather`), `HookState`, `comm_hook` — `harness.distributed.hooks`;
 - `assign(N, K, step)` — language-per-rank assignment (`harness.distributed.assignment`);
 - `DistEngine`, `EngineConfig` — the DDP training loop; `simulate` — its single-process twin;
-- `planner` — capacity planner (`polymoo plan SUITE`).
+- `planner` — capacity planner (`polymoo plan SUITE`); its memory half `planner_memory`, measured against
+  `storage_peak.StoragePeak`; `gpu_smoke` — the one-GPU smoke test (`scripts/gpu_smoke.sh`).
 Imports are lazy so `import harness.distributed` stays cheap.
 """
 
