@@ -85,7 +85,8 @@ def build_model(s: SmokeSettings, finetune: str, device: torch.device) -> torch.
     from transformers import AutoModelForCausalLM
 
     mixed = s.master_weights and s.dtype != "float32"
-    weights = torch.float32 if mixed else DTYPES[s.dtype]
+    # as TrainConfig.weights_dtype: float32 master weights, except LoRA's frozen base (peft keeps adapters float32)
+    weights = torch.float32 if mixed and finetune != "lora" else DTYPES[s.dtype]
     torch.manual_seed(s.seed)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(model_config(s.tiny), dtype=weights)

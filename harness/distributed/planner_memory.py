@@ -142,7 +142,19 @@ def step_temp_bytes(f: ModelFacts, wl: Workload, p: Precision) -> float:
 def cast_bytes(f: ModelFacts, p: Precision) -> float:
     """Autocast's low-precision copies of the linear weights (cached until the autocast region ends, saved for the
     backward when not recomputed)."""
-    return f.cast_numel * p.compute if p.autocast else 0.0
+    if not p.autocast:
+        return 0.0
+    # LoRA: the frozen base is loaded in the compute dtype (``TrainConfig.weights_dtype``), so only the adapters' float32
+    # weights are cast
+    return (f.params_trainable if f.lora else f.cast_numel) * p.compute
+
+
+def weight_bytes(f: ModelFacts, p: Precision) -> float:
+    """The weights as loaded: all in ``p.weight``, except a LoRA run's frozen base under mixed precision, which stays in
+    the compute dtype (only the trainable adapters are float32 master weights)."""
+    frozen = f.params_total - f.params_trainable
+    frozen_bytes = p.compute if (f.lora and p.autocast) else p.weight
+    return f.params_trainable * p.weight + frozen * frozen_bytes
 
 
 def layer_bytes(f: ModelFacts, wl: Workload, p: Precision, rows: int) -> float:
@@ -224,10 +236,10 @@ def _static(f: ModelFacts, wl: Workload, p: Precision, world: int, sharding: str
     unit = max(bucket_numel_at(f, p.grad), default=0)
     opt = optimizer_state_bytes(f, wl, p)
     if sharding == "zero3":
-        return {"weights": f.params_total * p.weight / world + unit * p.weight, "optimizer": opt / world,
+        return {"weights": weight_bytes(f, p) / world + unit * p.weight, "optimizer": opt / world,
                 "gradients": f.params_trainable * p.grad / world + unit * p.grad, "ddp_buckets": 0.0}
     buckets = f.params_trainable * p.grad if (wl.ddp_bucket_copy and world > 1) else 0.0
-    return {"weights": f.params_total * p.weight, "optimizer": opt, "gradients": f.params_trainable * p.grad,
+    return {"weights": weight_bytes(f, p), "optimizer": opt, "gradients": f.params_trainable * p.grad,
             "ddp_buckets": buckets}
 
 
