@@ -79,6 +79,25 @@ def check_world(suite: Suite, nproc: int) -> list[Finding]:
     return out
 
 
+def check_engine(suite: Suite, nproc: int) -> list[Finding]:
+    """``distributed.engine: fsdp2``: every gradient method on the FSDP2 engine (its hook and granularity), so a
+    method it cannot run is refused before launch instead of ending as a FAILED run."""
+    if suite.distributed.engine != "fsdp2" or nproc < 2:
+        return []
+    from harness.distributed.fsdp2 import fsdp2_refusal
+    from harness.executor import resolve_hook
+    from harness.moo.options import GradientPlan
+
+    out = []
+    for spec in _gradient_methods(suite):
+        scope, _, granularity, hook = _method_scope(spec)
+        resolved = resolve_hook(GradientPlan(scope=scope, hook=hook), suite.distributed.hook)
+        why = fsdp2_refusal(resolved, "ddp_bucket" if scope == "mean" else granularity, suite.train)
+        out.append(Finding("engine", "fail" if why else "ok",
+                           f"{spec.display}: {why}" if why else f"{spec.display}: fsdp2 runs it (hook {resolved})"))
+    return out
+
+
 def check_lm_eval_tasks(suite: Suite) -> list[Finding]:
     tasks = suite.eval.lm_eval_tasks
     if not tasks:
@@ -219,4 +238,5 @@ def run_checks(suite: Suite, nproc: int, gpu_mem_gb: float | None, root: Path,
         memory = check_single_process(suite, device_capacity(None))
     else:
         memory = check_memory(suite, nproc, gpu_mem_gb)
-    return [*check_world(suite, nproc), *check_lm_eval_tasks(suite), *check_data(suite, root), *memory]
+    return [*check_world(suite, nproc), *check_engine(suite, nproc), *check_lm_eval_tasks(suite),
+            *check_data(suite, root), *memory]

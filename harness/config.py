@@ -343,12 +343,15 @@ class Suite:
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def with_only(self, *, model: str | None = None, method: str | None = None, seed: int | None = None) -> Suite:
-        """A copy restricted to one model / method name / seed (CLI filters and nox `train(<method>)`)."""
+        """A copy restricted to one model / method / seed (CLI filters and nox `train(<method>)`). ``method`` is a
+        label when some method carries it (``mgda`` is then not also ``mgda-full-gather``), else a method name, which
+        selects all of its variants (``bkmoo``: bkmoo_mgda, bkmoo_pcgrad, ...)."""
         out = self
         if model is not None:
             out = replace(out, models=tuple(m for m in out.models if m == model))
         if method is not None:
-            out = replace(out, methods=tuple(m for m in out.methods if m.name == method or m.display == method))
+            by_label = tuple(m for m in out.methods if m.display == method)
+            out = replace(out, methods=by_label or tuple(m for m in out.methods if m.name == method))
         if seed is not None:
             out = replace(out, seeds=(seed,))
         return out

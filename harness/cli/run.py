@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="train and evaluate every (model, method, seed) of a suite")
     suite_args(p)
     p.add_argument("--model", help="only this model of the suite")
-    p.add_argument("--method", help="only this method (name or label)")
+    p.add_argument("--method", help="only this method: a label, else a method name (all its variants)")
     p.add_argument("--seed", type=int, help="only this seed")
     p.add_argument("--resume", action="store_true", help="skip finished runs, resume failed ones from their checkpoint")
     p.add_argument("--resume-changed", action="store_true",

@@ -116,21 +116,29 @@ def shard(model: torch.nn.Module, train: TrainConfig) -> list[FSDPModule]:
     return modules
 
 
+def fsdp2_refusal(hook: str, granularity: str, train: TrainConfig) -> str | None:
+    """Why the FSDP2 engine cannot run a method with this DDP hook and granularity under ``train``, with the fix;
+    None when it can. Shared by the engine and `polymoo check` (which refuses before anything launches)."""
+    if hook not in FSDP2_MODES:
+        return (f"distributed.engine fsdp2 runs hooks {', '.join(FSDP2_MODES)} (joint SFT, per-unit MOO, "
+                f"global MOO); {hook!r} is a DDP-only hook: drop the method's hook option or use "
+                "distributed.engine: ddp")
+    if granularity not in (("ddp_bucket", "whole") if hook == "full" else ("ddp_bucket",)):
+        return (f"distributed.engine fsdp2: the FSDP unit (a decoder block) is the block; granularity "
+                f"{granularity!r} is for the DDP hooks (use distributed.engine: ddp)")
+    if train.lora is not None:
+        return "distributed.engine fsdp2 shards full fine-tuning; train.lora is set: remove it or use distributed.engine: ddp"
+    if train.dtype != "float32" and not train.master_weights:
+        return ("distributed.engine fsdp2 keeps float32 master weights (MixedPrecisionPolicy); "
+                "train.master_weights: false is DDP-only")
+    return None
+
+
 def check_fsdp2(cfg: EngineConfig, train: TrainConfig) -> None:
     """What the FSDP2 engine does not run, each with the fix."""
-    if cfg.hook not in FSDP2_MODES:
-        raise ValueError(f"distributed.engine fsdp2 runs hooks {', '.join(FSDP2_MODES)} (joint SFT, per-unit MOO, "
-                         f"global MOO); {cfg.hook!r} is a DDP-only hook: drop the method's hook option or use "
-                         "distributed.engine: ddp")
-    if cfg.granularity not in (("ddp_bucket", "whole") if cfg.hook == "full" else ("ddp_bucket",)):
-        raise ValueError(f"distributed.engine fsdp2: the FSDP unit (a decoder block) is the block; granularity "
-                         f"{cfg.granularity!r} is for the DDP hooks (use distributed.engine: ddp)")
-    if train.lora is not None:
-        raise ValueError("distributed.engine fsdp2 shards full fine-tuning; train.lora is set: remove it or use "
-                         "distributed.engine: ddp")
-    if train.dtype != "float32" and not train.master_weights:
-        raise ValueError("distributed.engine fsdp2 keeps float32 master weights (MixedPrecisionPolicy); "
-                         "train.master_weights: false is DDP-only")
+    why = fsdp2_refusal(cfg.hook, cfg.granularity, train)
+    if why is not None:
+        raise ValueError(why)
 
 
 class Fsdp2Engine:

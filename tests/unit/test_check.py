@@ -55,3 +55,17 @@ def test_memory_fit_from_the_planner(capsys):
     assert "mistral-7b / mgda (one process): " in text and "6 float32 per-language gradient rows" in text
     code, text = _check(capsys, *args, "--nproc", "8", "--gpu-mem", "400")
     assert code == 0 and "of 400 GB" in text
+
+
+def test_fsdp2_refuses_ddp_only_methods_before_launch(capsys):
+    """Under distributed.engine fsdp2 a DDP-only hook is a check failure naming the method and the fix, so a suite
+    run does not end with FAILED runs; the methods FSDP2 runs pass."""
+    code, text = _check(capsys, "suites/distributed.yaml", "--nproc", "2", "--set", "distributed.engine=fsdp2")
+    assert code == 2 and "Traceback" not in text
+    assert "bkmoo-mgda-allgather: distributed.engine fsdp2 runs hooks" in text and "'allgather' is a DDP-only" in text
+    assert "bkmoo-mgda: fsdp2 runs it (hook sharded)" in text and "mgda: fsdp2 runs it (hook full)" in text
+    code, text = _check(capsys, "suites/distributed.yaml", "--nproc", "2", "--set", "distributed.engine=fsdp2",
+                        "--set", "train.lora={rank: 4}")
+    assert code == 2 and "train.lora is set" in text
+    code, text = _check(capsys, "suites/distributed.yaml", "--nproc", "2")
+    assert code == 0 and "fsdp2" not in text  # the DDP engine runs every hook
