@@ -137,10 +137,11 @@ class Comm:
         self.counter.add(name, allreduce_bytes(_nbytes(t), self.world))
         return Pending(work.get_future(), t)
 
-    def all_gather_async(self, t: torch.Tensor, name: str = "all_gather") -> Pending:
-        """(N·n,) concatenation of every rank's `t` (n elements), rank order."""
+    def all_gather_async(self, t: torch.Tensor, name: str = "all_gather", out: torch.Tensor | None = None) -> Pending:
+        """(N·n,) concatenation of every rank's `t` (n elements), rank order; into `out` when given (contiguous)."""
         t = t.contiguous()
-        out = torch.empty(self.world * t.numel(), dtype=t.dtype, device=t.device)
+        if out is None:
+            out = torch.empty(self.world * t.numel(), dtype=t.dtype, device=t.device)
         if self.support["all_gather_single"] == "native":
             work = self._gather_single(out, t, group=self.group, async_op=True)
         else:

@@ -2,8 +2,10 @@
 model large enough that gradient memory shows in the resident set (~26 M parameters, 105 MB in float32).
 
 `run_bench(hook, world, out)` spawns `world` ranks; each records the RSS before the model exists, trains a few steps
-(the first is the plain all-reduce warm-up) and reports bytes per step per collective (after warm-up), hook time,
-step time and peak memory (kernel peak RSS: VmHWM). Rank 0 writes the JSON record.
+(the first is the plain all-reduce warm-up) and reports bytes per step per collective (after warm-up), hook time
+(host time of the hook's code, in DDP's thread and in its collectives' callbacks), step time (the median of the
+steady steps; every step's time is kept) and peak memory (kernel peak RSS: VmHWM). Rank 0 writes the JSON record.
+`run: {dtype: bfloat16}` trains pure bf16 weights (bf16 gradients and DDP buckets).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -22,13 +25,13 @@ MMAP_THRESHOLD = 65536  # fixed glibc mmap threshold: large tensors are mmapped 
 # measures live memory instead of the heap's high-water mark under glibc's dynamic threshold
 
 BENCH_MODEL = {"vocab": 8192, "hidden": 512, "layers": 6, "intermediate": 1408}
-BENCH_RUN = {"languages": 2, "steps": 3, "per_rank": 2, "seq_len": 64, "bucket_cap_mb": 25.0, "weighting": "mgda",
-             "warmup_steps": 1}
+BENCH_RUN = {"languages": 2, "steps": 5, "per_rank": 2, "seq_len": 64, "bucket_cap_mb": 25.0, "weighting": "mgda",
+             "warmup_steps": 1, "dtype": "float32"}
 
 
 def bench_worker(rank: int, world: int, out_file: str, hook: str, spec: dict[str, Any]) -> None:
     from harness.config import TrainConfig
-    from harness.distributed.accounting import current_rss_mb, peak_memory_mb, reset_peak_memory
+    from harness.distributed.accounting import current_rss_mb, reset_peak_memory
     from harness.distributed.data import synthetic_batch_fn
     from harness.distributed.engine import DistEngine, EngineConfig, token_mean_loss
     from harness.distributed.workers import micro_llama
@@ -42,28 +45,37 @@ def bench_worker(rank: int, world: int, out_file: str, hook: str, spec: dict[str
     del warm
     dist.barrier()
     base_rss = torch.cuda.memory_allocated() / 2**20 if cuda else current_rss_mb()
-    reset_peak_memory()
-    model = micro_llama(seed=0, **model_spec).to(device)
-    train = TrainConfig(steps=run["steps"], lr=1e-4, schedule="constant", max_grad_norm=1.0)
+    model = micro_llama(seed=0, dtype=getattr(torch, run["dtype"]), **model_spec).to(device)
+    reset_peak_memory()  # after the build: a bf16 model is built in fp32 first, a transient no step sees
+    train = TrainConfig(steps=run["steps"], lr=1e-4, schedule="constant", max_grad_norm=1.0, dtype=run["dtype"],
+                        master_weights=run["dtype"] == "float32")  # bfloat16: pure bf16 weights and gradients
     cfg = EngineConfig(hook=hook, weighting=run["weighting"], bucket_cap_mb=run["bucket_cap_mb"],
                        warmup_steps=run["warmup_steps"], seed=0)
     batch_fn = synthetic_batch_fn(model_spec["vocab"], run["seq_len"], run["per_rank"], 0, run["languages"], device)
     engine = DistEngine(model, cfg, train, run["languages"], batch_fn, token_mean_loss)
     rows = [engine.step(s) for s in range(train.steps)]
+    _write_record(rank, world, out_file, hook, run, model_spec, engine, rows, base_rss)
+
+
+def _write_record(rank: int, world: int, out_file: str, hook: str, run: dict[str, Any], model_spec: dict[str, Any],
+                  engine: Any, rows: list[dict[str, float]], base_rss: float) -> None:
+    """Gather every rank's memory; rank 0 writes the record of the steady steps."""
+    from harness.distributed.accounting import peak_memory_mb
+
     steady = rows[run["warmup_steps"]:]
-    peak = peak_memory_mb()
-    peaks = [None] * world
-    dist.all_gather_object(peaks, {"peak_mb": peak, "base_mb": base_rss})
+    peaks: list[Any] = [None] * world
+    dist.all_gather_object(peaks, {"peak_mb": peak_memory_mb(), "base_mb": base_rss})
     if rank != 0:
         return
 
     def mean(key: str) -> float:
         return sum(r[key] for r in steady) / len(steady)
 
-    per_collective = {k.removeprefix("dist/bytes/"): v for k, v in steady[-1].items() if k.startswith("dist/bytes/")}
+    model, cuda = engine.model, dist.get_backend() == "nccl"
+    step_times = [r["perf/step_time_s"] for r in steady]
     record = {
         "hook": hook, "world_size": world, "languages": run["languages"], "weighting": run["weighting"],
-        "backend": dist.get_backend(), "collectives": engine.comm.support,
+        "dtype": run["dtype"], "backend": dist.get_backend(), "collectives": engine.comm.support,
         "model": {"arch": "llama", **model_spec, "params": sum(p.numel() for p in model.parameters()),
                   "grad_bytes": engine.grad_bytes},
         "bucket_cap_mb": run["bucket_cap_mb"], "buckets": len(engine.state.buckets),
@@ -72,9 +84,12 @@ def bench_worker(rank: int, world: int, out_file: str, hook: str, spec: dict[str
         "bucket_names": {str(k): v for k, v in sorted(engine.state.buckets.items())},
         "batch": {"per_rank": run["per_rank"], "seq_len": run["seq_len"]},
         "steps": run["steps"], "warmup_steps": run["warmup_steps"],
-        "bytes_per_step": mean("dist/bytes_per_step"), "bytes_per_collective": per_collective,
+        "bytes_per_step": mean("dist/bytes_per_step"),
+        "bytes_per_collective": {k.removeprefix("dist/bytes/"): v for k, v in steady[-1].items()
+                                 if k.startswith("dist/bytes/")},
         "bytes_ratio_allreduce": mean("dist/bytes_ratio_allreduce"),
-        "hook_time_s": mean("dist/hook_time_s"), "step_time_s": mean("perf/step_time_s"),
+        "hook_time_s": mean("dist/hook_time_s"), "step_time_s": statistics.median(step_times),
+        "step_times_s": step_times,
         "peak_mem_mb": max(p["peak_mb"] for p in peaks),
         "peak_mem_delta_mb": max(p["peak_mb"] - p["base_mb"] for p in peaks),
         "base_rss_mb": max(p["base_mb"] for p in peaks),
@@ -82,6 +97,7 @@ def bench_worker(rank: int, world: int, out_file: str, hook: str, spec: dict[str
         "allocator": f"glibc MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', 'dynamic')}",
         "device": (f"{torch.cuda.get_device_name()} ×{world}, torch {torch.__version__}, nccl" if cuda else
                    f"cpu ({platform.processor() or platform.machine()}), torch {torch.__version__}, gloo"),
+        "threads_per_rank": torch.get_num_threads(), "load_avg_1m_at_end": os.getloadavg()[0],
         "memory_measure": "GPU allocator peak (max_memory_allocated)" if cuda else "peak RSS (VmHWM) minus RSS before model",
         "recorded": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
@@ -118,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-rank", type=int, default=BENCH_RUN["per_rank"])
     p.add_argument("--seq-len", type=int, default=BENCH_RUN["seq_len"])
     p.add_argument("--bucket-cap-mb", type=float, default=BENCH_RUN["bucket_cap_mb"])
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default=BENCH_RUN["dtype"])
     for key in BENCH_MODEL:
         p.add_argument(f"--{key}", type=int, default=BENCH_MODEL[key])
     a = p.parse_args(argv)
@@ -126,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=600))
     spec = {"run": {"languages": a.languages, "steps": a.steps, "per_rank": a.per_rank, "seq_len": a.seq_len,
-                    "bucket_cap_mb": a.bucket_cap_mb},
+                    "bucket_cap_mb": a.bucket_cap_mb, "dtype": a.dtype},
             "model": {k: getattr(a, k) for k in BENCH_MODEL}}
     try:
         bench_worker(dist.get_rank(), dist.get_world_size(), a.out, a.hook, spec)

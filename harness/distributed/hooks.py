@@ -131,6 +131,7 @@ class HookState:
     losses: torch.Tensor | None = None  # (K_eff,) per-language losses of the step, for weightings that need them
     _mix: torch.Tensor | None = None
     _mix_on_device: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict)
+    _identity: bool = False  # one rank per language, in rank order
     _kept: list[_Kept] = field(default_factory=list)
     _gram: torch.Tensor | None = None
     _tail: torch.futures.Future | None = None  # the future of the step's last bucket so far (buckets run in order)
@@ -144,6 +145,8 @@ class HookState:
     def begin_step(self, step: int, assignment: StepAssignment, warmup: bool) -> None:
         if self.assignment is None or assignment.rank_language != self.assignment.rank_language:
             self._mix, self._mix_on_device = assignment.mixing_matrix(), {}
+            self._identity = self._mix.shape[0] == self._mix.shape[1] and bool(torch.equal(
+                self._mix, torch.eye(self._mix.shape[0], dtype=self._mix.dtype)))  # host-side, once per assignment
         self.step, self.assignment, self.warmup = step, assignment, warmup
         self._kept, self._gram, self.losses, self._tail = [], None, None, None
 
@@ -164,8 +167,13 @@ class HookState:
         return self._mix_on_device[key]
 
     def language_rows(self, per_rank: torch.Tensor) -> torch.Tensor:
-        """(N, n) rank rows -> (K_eff, n) language rows (mean over the ranks that share a language), in at least fp32."""
-        mix = self.mixing(per_rank.device, torch.promote_types(per_rank.dtype, torch.float32))
+        """(N, n) rank rows -> (K_eff, n) language rows (mean over the ranks that share a language), in at least fp32.
+        One rank per language in rank order (the mixing matrix is the identity) needs no product: the rows are the
+        rank rows (the product would give the same finite values, at the cost of a pass over the bucket)."""
+        dtype = torch.promote_types(per_rank.dtype, torch.float32)
+        if self._identity:
+            return per_rank.to(dtype)
+        mix = self.mixing(per_rank.device, dtype)
         return mix @ per_rank.to(mix.dtype)
 
     def blocks(self, bucket: dist.GradBucket) -> list[Block]:
@@ -278,8 +286,10 @@ def _sharded_rows(state: HookState, buf: torch.Tensor) -> Generator[Pending, tor
     """all-to-all: (K_eff, c) language rows of this rank's slice of the bucket (zero-padded to N·c)."""
     n = state.comm.world
     c = math.ceil(buf.numel() / n)
-    padded = buf.new_zeros(n * c)
-    padded[: buf.numel()] = buf
+    padded = buf
+    if n * c != buf.numel():  # N slices of equal length: pad (a copy) only when N does not divide the bucket
+        padded = buf.new_zeros(n * c)
+        padded[: buf.numel()] = buf
     recv = yield state.comm.all_to_all_async(padded, name="all_to_all.slices")
     return state.language_rows(recv.view(n, c))
 
@@ -299,6 +309,8 @@ def _sharded(state: HookState, buf: torch.Tensor, blocks: list[Block]) -> Steps:
     grams = yield state.comm.all_reduce_async(torch.stack(block_grams(rows, local, HOOK_GRAM_CHUNK)),
                                               name="all_reduce.gram")
     own = block_directions(rows, local, state.rule.coefficients(grams, state.step, local, state.losses))
+    if c * state.comm.world == buf.numel():  # no padding: the slices land in the bucket itself (no copy)
+        return (yield state.comm.all_gather_async(own.to(buf.dtype), name="all_gather.slices", out=buf))
     gathered = yield state.comm.all_gather_async(own.to(buf.dtype), name="all_gather.slices")
     return buf.copy_(gathered[: buf.numel()])
 
