@@ -229,6 +229,11 @@ class _Recorder:
         self.anchor = output.detach().requires_grad_(True)  # frozen embedding (LoRA): the graph starts here
         return self.anchor
 
+    def release(self) -> None:
+        """Drop the tensors: the gradient hooks (held by the graph's nodes) refer to this recorder, and the anchor's
+        node to its hook, a cycle through C++ that Python's collector cannot break (it leaked the K×P rows)."""
+        self.anchor, self.calls = None, []
+
 
 def _check_complete(recorder: _Recorder, owners: dict[str, nn.Module]) -> None:
     called = {id(c.module) for c in recorder.calls}
@@ -239,6 +244,15 @@ def _check_complete(recorder: _Recorder, owners: dict[str, nn.Module]) -> None:
         raise UnsupportedForOneBackward(f"grad_engine 'one_backward': the output gradient of "
                                         f"{', '.join(unreached[:3])} never arrived (not downstream of the input "
                                         f"embeddings); {_HINT}")
+
+
+def _input_embeddings(model: nn.Module) -> nn.Module:
+    """Where the backward starts (transformers' ``get_input_embeddings``, also on peft models)."""
+    embeddings = getattr(model, "get_input_embeddings", lambda: None)()
+    if not isinstance(embeddings, nn.Module):
+        raise UnsupportedForOneBackward(f"grad_engine 'one_backward': {type(model).__name__} has no "
+                                        f"get_input_embeddings(); {_HINT}")
+    return embeddings
 
 
 def one_backward_gradients(model: nn.Module, inputs: dict[str, Tensor], params: Sequence[nn.Parameter],
@@ -258,13 +272,17 @@ def one_backward_gradients(model: nn.Module, inputs: dict[str, Tensor], params: 
     out = _Rows(torch.empty(len(present), start, dtype=row_dtype, device=inputs["language"].device), offsets)
     recorder = _Recorder(groups, out)
     with ExitStack() as hooks:
+        hooks.callback(recorder.release)
         for name, m in owners.items():
             hooks.callback(m.register_forward_hook(recorder.owner_hook(name), with_kwargs=True).remove)
-        hooks.callback(model.get_input_embeddings().register_forward_hook(recorder.anchor_hook).remove)
+        hooks.callback(_input_embeddings(model).register_forward_hook(recorder.anchor_hook).remove)
         sums, counts = token_losses(model, inputs)
         recorder.active = False
+        if recorder.anchor is None:
+            raise UnsupportedForOneBackward("grad_engine 'one_backward': the model's input embeddings were not "
+                                            f"called in the forward (inputs_embeds?); {_HINT}")
         losses = torch.stack([sums[sel].sum() / counts[sel].sum().clamp_min(1.0) for sel in groups.masks])
         torch.autograd.grad(losses.sum(), [recorder.anchor, *(params if keep_weight_grads else [])],
                             allow_unused=True)
-    _check_complete(recorder, owners)
+        _check_complete(recorder, owners)
     return out.rows, losses.detach(), present
