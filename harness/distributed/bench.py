@@ -88,7 +88,8 @@ def _write_record(rank: int, world: int, out_file: str, hook: str, run: dict[str
         "bytes_per_collective": {k.removeprefix("dist/bytes/"): v for k, v in steady[-1].items()
                                  if k.startswith("dist/bytes/")},
         "bytes_ratio_allreduce": mean("dist/bytes_ratio_allreduce"),
-        "hook_time_s": mean("dist/hook_time_s"), "step_time_s": statistics.median(step_times),
+        "hook_time_s": statistics.median(r["dist/hook_time_s"] for r in steady),  # median: one stalled step
+        "hook_times_s": [r["dist/hook_time_s"] for r in steady], "step_time_s": statistics.median(step_times),
         "step_times_s": step_times,
         "peak_mem_mb": max(p["peak_mb"] for p in peaks),
         "peak_mem_delta_mb": max(p["peak_mb"] - p["base_mb"] for p in peaks),
