@@ -11,6 +11,8 @@ resident set, see ``MALLOC_MMAP_THRESHOLD_`` in the test):
   whole-vector Gram, MGDA, the combination written into ``.grad`` (a full-MGDA step; K×P float32 rows);
 * ``one_backward_wgrad``: ``one_backward`` with autograd also computing the joint weight gradients it then discards
   (what the route avoids by differentiating w.r.t. the input embeddings' output only);
+* ``loop_rows`` / ``one_backward_rows``: the K per-language gradients only (no Gram, no solver): the engine's own
+  cost against one joint pass;
 * ``loop_buckets``: the ``loop`` rows weighted per DDP bucket of ``bucket_cap_mb`` (a Bucket-Level MOO step);
 * ``autogram``: TorchJD's Gramian engine (``torchjd.autogram.Engine``, batch dim 0) for the per-example Gram of one
   forward, reduced to the K×K language Gram, MGDA, then one backward of the weighted losses: the same full-MGDA
@@ -34,7 +36,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-ROUTES = ("joint", "loop", "vmap", "one_backward", "one_backward_wgrad", "loop_buckets", "autogram")
+ROUTES = ("joint", "loop_rows", "one_backward_rows", "loop", "vmap", "one_backward", "one_backward_wgrad",
+          "loop_buckets", "autogram")
 
 
 def random_batch(vocab: int, k: int, b: int, width: int, seed: int = 0) -> dict[str, Tensor]:
@@ -96,6 +99,9 @@ def step_function(route: str, model: nn.Module, inputs: dict[str, Tensor], k: in
 
     if route == "joint":
         return lambda: torch.stack(list(language_losses(model, inputs).values())).mean().backward()
+    if route.endswith("_rows"):
+        params = [p for p in model.parameters() if p.requires_grad]
+        return lambda: _rows(route.removesuffix("_rows"), model, inputs, params)
     if route in ("loop", "vmap", "one_backward", "one_backward_wgrad"):
         whole = model_blocks(model, "whole")
         return lambda: _mgda_step(model, inputs, route, whole)

@@ -14,11 +14,14 @@ Three routes give the same rows (float tolerance; ``tests/equivalence/test_grad_
   from module hooks (:mod:`harness.train.one_backward`). Exact because rows do not interact; models it cannot make
   exact (batch norm, gradient checkpointing, parameters used outside a module call) are refused, naming the piece.
 
-What each costs on the CPU of this project is measured, not assumed (``results/bench/grad_engine.json``): on the tiny
-twins the ``loop`` route is as fast as one joint pass (the FLOPs are the same and the kernels are large enough), and
-``vmap`` is slower because PyTorch has no batching rule for the CPU SDPA backward and falls back to a per-example loop.
-All three keep K flat float32 gradients (K×P memory); a Gram route that avoids them (TorchJD's ``autogram``) is a peer row
-in that benchmark, not a training route (it yields the whole-vector Gram only, not the per-bucket Grams).
+What each costs on the CPU of this project is measured, not assumed (``results/bench/grad_engine.md``, tiny llama twin,
+ratios to one joint pass in the same run): the rows alone cost 1.10-1.13× joint by ``one_backward`` and 1.12-1.23× by
+``loop`` at one thread, 1.12-1.16× against 1.45-1.50× at two (the loop's K small passes parallelise badly); ``vmap`` is
+slower than both because PyTorch has no batching rule for the CPU SDPA backward and falls back to a per-example loop.
+``one_backward`` holds the activations of the whole batch, as joint SFT does (peak 1.00× joint), where ``loop`` holds
+one language's (0.62×). All three keep K flat float32 gradients (K×P memory); a Gram route that avoids them
+(TorchJD's ``autogram``) is a peer row in that benchmark, not a training route (it yields the whole-vector Gram only,
+not the per-bucket Grams).
 """
 
 from __future__ import annotations

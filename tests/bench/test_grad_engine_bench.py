@@ -48,11 +48,16 @@ def test_grad_engine_routes():
     out.write_text(json.dumps(record, indent=2) + "\n")
     assert set(record["results"]) == {f"threads={t}" for t in THREADS}
     assert all(set(by_k) == {"K=4", "K=8", "K=16"} for by_k in record["results"].values())
-    (OUT / "grad_engine.md").write_text(
-        "# One gradient step by route, tiny llama twin, 4 rows × 64 tokens per language (`nox -s bench`)\n\n"
-        f"Median of 5 steps after a warm-up, {REPEATS} repeats interleaved (every route and thread count in turn "
-        "within a repeat); × joint: the ratio to joint SFT within each repeat, median and range over repeats. "
-        "Memory: peak resident set above the level before the step (VmHWM), max over repeats.\n"
-        f"Recorded {record['env']['recorded_at']}, load average {load_before:.2f} before and "
-        f"{record['env']['load_avg_1m']:.2f} after on {record['env']['cpu_count']} cores.\n\n"
-        + _table(record["results"]) + "\n")
+    (OUT / "grad_engine.md").write_text(_markdown(record))
+
+
+def _markdown(record: dict) -> str:
+    env = record["env"]
+    return ("# One gradient step by route, tiny llama twin, 4 rows × 64 tokens per language (`nox -s bench`)\n\n"
+            f"Median of 5 steps after a warm-up, {REPEATS} repeats interleaved (every route and thread count in turn "
+            "within a repeat); × joint: the ratio to joint SFT within each repeat, median and range over repeats. "
+            "Memory: peak resident set above the level before the step (VmHWM), max over repeats.\n"
+            f"Recorded {env['recorded_at']} on {env['cpu_count']} cores shared with other jobs (load average "
+            f"{env['load_avg_1m_before']:.2f} before, {env['load_avg_1m']:.2f} after): the interleaving keeps each "
+            "ratio's pair of measurements close in time, the ranges show what the sharing left.\n\n"
+            + _table(record["results"]) + "\n")
