@@ -27,9 +27,21 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from harness.reproduce import reproduce
 
+    if not args.from_mlflow and not _preflight(args):
+        return 2
     out = reproduce(args.paper, args.scale, args.overrides, args.methods or None, args.from_mlflow,
                     Path(args.out) if args.out else None, with_separability=not args.no_separability,
                     resume=args.resume)
     print((out / "report.md").read_text())
     print(f"report: {out / 'report.md'}")
     return 0
+
+
+def _preflight(args: argparse.Namespace) -> bool:
+    """`polymoo run`'s pre-flight (`polymoo check`: world, task names, data, memory) on the suite this reproduce trains,
+    before anything loads or launches."""
+    from harness.cli.run import preflight
+    from harness.reproduce.run import load_paper_suite, suite_file
+
+    suite = load_paper_suite(args.paper, args.scale, args.overrides, args.methods or None)
+    return preflight(str(suite_file(args.paper, args.scale)), suite, suite.distributed.nproc, None)
