@@ -90,7 +90,7 @@ class _FactsCache:
 def _breakdown(need: dict[str, float], k: int, params: int) -> str:
     rows = need.get("language_rows", 0.0)
     parts = ([f"{k} float32 per-language gradient rows {rows / GB:.1f} GB ({k} × {params / 1e9:.2f} B trainable "
-              "× 4 bytes; twice that while stacked)"] if rows else [])
+              "× 4 bytes)"] if rows else [])
     parts += [f"{key} {need[key] / GB:.1f} GB" for key in ("weights", "optimizer", "gradients", "activations")
               if need.get(key)]
     return ", ".join(parts)

@@ -26,9 +26,9 @@ checkpointing) into bytes. It follows the code, not a textbook:
   - one process, joint SFT (HF Trainer; accelerate autocasts each forward call): as DDP without the buckets, K·b
     rows in one pass;
   - one process, a gradient method (``harness.train.grad_engine``'s ``loop``: one forward/backward per language):
-    the last language's pass holds K−1 float32 rows; then
-    ``torch.stack`` holds the K rows twice (2·K·P·4: the list and the stacked copy); then the combination holds the K
-    rows, the direction and ``.grad``.
+    the K float32 rows are allocated before the first pass and filled in place, so every pass holds them (K·P·4) beside
+    its activations, or beside its own gradients before they are copied into their row; then the combination holds the
+    K rows, the direction and ``.grad``.
   ZeRO-3 / FSDP: weights, gradients and optimizer state divided by N, plus the largest unit gathered.
 """
 
@@ -282,8 +282,8 @@ def predict_single_process(f: ModelFacts, method: str, languages: int, wl: Workl
     else:
         out["activations"] = activation_bytes(f, wl, rows=wl.batch)
         out["language_rows"] = k * n * ROW_BYTES
-        last_pass = max(out["activations"] + out["autocast_copies"], n * p.grad + n * ROW_BYTES)  # then its row
-        out["peak_forward"] = held + (k - 1) * n * ROW_BYTES + last_pass
-        out["peak_backward"] = held + max(2 * k * n * ROW_BYTES, (k + 1) * n * ROW_BYTES + out["gradients"])
+        one_pass = max(out["activations"] + out["autocast_copies"], n * p.grad)  # then copied into its row
+        out["peak_forward"] = held + k * n * ROW_BYTES + one_pass
+        out["peak_backward"] = held + (k + 1) * n * ROW_BYTES + out["gradients"]
     out["total"] = max(out["peak_forward"], out["peak_backward"], out["peak_step"])
     return out

@@ -34,6 +34,7 @@ from harness.distributed.hooks import (
 )
 from harness.moo.blocks import Block, BlockRule, bucket_blocks, nested_index, solve_blocks
 from harness.moo.weightings import combine, gram
+from harness.numerics import all_finite
 
 
 def ddp_plan(model: torch.nn.Module, cfg: EngineConfig, batch_fn: BatchFn, loss_fn: LossFn, world: int,
@@ -111,7 +112,7 @@ def simulate(model: torch.nn.Module, cfg: EngineConfig, train: TrainConfig, worl
             update = _language_update(lang_grads, plan, layouts, shapes, hook, rule, step, losses)
         for n, p in named:
             p.grad = update[n].to(p.dtype).clone()
-        if all(bool(torch.isfinite(p.grad).all()) for p in params):
+        if all_finite([p.grad for p in params]):
             if train.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, train.max_grad_norm)
             optimizer.step()

@@ -48,9 +48,13 @@ class LanguageGradients:
     languages: list[int]
 
 
-def _flat(grads: Sequence[Tensor | None], params: Sequence[nn.Parameter], dtype: torch.dtype) -> Tensor:
-    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).to(dtype)
-                      for g, p in zip(grads, params, strict=True)])
+def _flat_into(row: Tensor, grads: Sequence[Tensor | None], params: Sequence[nn.Parameter]) -> None:
+    """Write the gradients (zeros for an unused parameter) into ``row`` (P,) in ``params`` order, casting."""
+    offset = 0
+    for g, p in zip(grads, params, strict=True):
+        piece = row[offset: offset + p.numel()]
+        piece.zero_() if g is None else piece.copy_(g.reshape(-1))
+        offset += p.numel()
 
 
 def _row_dtype(params: Sequence[nn.Parameter]) -> torch.dtype:
@@ -66,15 +70,17 @@ def language_loss(model: nn.Module, inputs: dict[str, Tensor], token_losses: Tok
 def loop_gradients(model: nn.Module, inputs: dict[str, Tensor], params: Sequence[nn.Parameter],
                    token_losses: TokenLosses) -> LanguageGradients:
     """One forward/backward per language present (its rows of the batch, same padded width)."""
-    dtype = _row_dtype(params)
     present = inputs["language"].unique().tolist()
-    rows, losses = [], []
-    for lang in present:
+    # written in place, row by row: the K×P rows are held once (a list of rows then torch.stack held them twice)
+    rows = torch.empty(len(present), sum(p.numel() for p in params), dtype=_row_dtype(params),
+                       device=inputs["language"].device)
+    losses = []
+    for row, lang in zip(rows, present, strict=True):
         sel = inputs["language"] == lang
         loss = language_loss(model, {k: v[sel] for k, v in inputs.items()}, token_losses)
-        rows.append(_flat(torch.autograd.grad(loss, list(params), allow_unused=True), params, dtype))
+        _flat_into(row, torch.autograd.grad(loss, list(params), allow_unused=True), params)
         losses.append(loss.detach())
-    return LanguageGradients(torch.stack(rows), torch.stack(losses), [int(x) for x in present])
+    return LanguageGradients(rows, torch.stack(losses), [int(x) for x in present])
 
 
 def _by_language(inputs: dict[str, Tensor]) -> tuple[list[int], dict[str, Tensor]]:

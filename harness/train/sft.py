@@ -29,6 +29,7 @@ from harness.data.sft import BalancedBatchSampler, TokenizedLanguages, collate
 from harness.faults import maybe_fail
 from harness.method import RunContext
 from harness.moo.combiners import GradientCombiner
+from harness.numerics import all_finite
 from harness.perf import PeakMemory
 from harness.train.grad_engine import language_gradients
 
@@ -109,7 +110,7 @@ class PolymooTrainer(Trainer):
         self._record_losses(losses)
         stacked = rows.rows.float()
         names = [self.languages[i] for i in rows.languages]
-        if not torch.isfinite(stacked).all():
+        if not all_finite(stacked):
             direction = torch.full_like(stacked[0], float("nan"))  # skipped below, never combined
         else:
             result = self._combine(stacked, names, rows.losses)
@@ -132,7 +133,7 @@ class PolymooTrainer(Trainer):
     def _guard_non_finite(self, model) -> None:
         """Non-finite gradients: zero them and skip the optimizer update (weights are never corrupted)."""
         grads = [p.grad for p in model.parameters() if p.grad is not None]
-        finite = all(torch.isfinite(g).all() for g in grads)
+        finite = all_finite(grads)
         self._skip_update = not finite
         if not finite:
             for g in grads:

@@ -37,7 +37,7 @@ def test_ddp_bucket_is_the_per_bucket_loop(tmp_path):
     assert comb.granularity == "ddp_bucket" and len(comb.blocks) == 6
     layout = run.tracker.dicts["buckets.json"]
     total = sum(p.numel() for p in run.model.parameters())
-    g = torch.randn(5, total, generator=torch.Generator().manual_seed(0))
+    g = torch.randn(5, total, generator=torch.Generator().manual_seed(0), dtype=torch.float64)  # exact Grams
     g[1] = -0.8 * g[0] + 0.2 * g[1]
     out = comb(g, ["en", "fr", "de", "es", "it"], 4).direction
     for bucket in layout["buckets"]:
@@ -55,7 +55,9 @@ def test_whole_granularity_equals_the_full_gradient_method(tmp_path, solver):
                   overrides=overrides)
     assert whole.tracker.dicts["buckets.json"]["granularity"] == "whole"
     assert full.changed()
-    assert max_diff(full.params(), whole.params()) <= 1e-6
+    # float32 partial Grams: the whole vector's Gram and the sum of the diagnostic buckets' Grams (full MGDA) differ
+    # in rounding order only (~1e-7 relative), which Adam's normalised steps carry into the weights
+    assert max_diff(full.params(), whole.params()) <= 2e-5
     assert whole.tracker.series("train/loss") == pytest.approx(full.tracker.series("train/loss"), rel=1e-6)
 
 

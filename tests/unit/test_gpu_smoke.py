@@ -50,7 +50,7 @@ def test_each_case_measured_beside_the_planner(record, method, finetune):
 
 
 def test_gradient_methods_hold_the_language_rows(record):
-    """K = 2 float32 per-language rows, twice at `torch.stack`: full fine-tuning's MOO peak is above joint SFT's."""
+    """K = 2 float32 per-language rows and the direction: full fine-tuning's MOO peak is above joint SFT's."""
     peaks = {(c["finetune"], c["method"]): c["peak_mem_bytes"] for c in record["cases"]}
     full_params = next(c["trainable_params"] for c in record["cases"] if c["finetune"] == "full")
     assert peaks["full", "mgda"] - peaks["full", "joint"] >= 2 * full_params * 4

@@ -121,10 +121,11 @@ def test_buckets_follow_the_gradient_dtype():
     assert bucket_numel_at(f, 4) == f.bucket_numel
 
 
-def test_single_process_gradient_methods_hold_twice_k_rows():
-    """The loop route's K float32 rows are copied once more by torch.stack: 2·K·P·4 above weights and AdamW state."""
+def test_single_process_gradient_methods_hold_k_rows_the_direction_and_grad():
+    """The loop route fills its K float32 rows in place (no stacked copy): K·P·4, then the direction and ``.grad``
+    (float32 here) at the combination, above weights and AdamW state."""
     f = facts(meta_model("mistral-7b"), "mistral-7b")
     wl = Workload(dtype="float32", checkpointing=True, seq=128)
     joint, mgda = predict_single_process(f, "joint", 6, wl), predict_single_process(f, "global", 6, wl)
-    assert mgda["total"] - (mgda["weights"] + mgda["optimizer"]) == pytest.approx(2 * 6 * f.params_trainable * 4)
+    assert mgda["total"] - (mgda["weights"] + mgda["optimizer"]) == pytest.approx((6 + 2) * f.params_trainable * 4)
     assert joint["total"] < mgda["total"]
