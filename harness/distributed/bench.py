@@ -121,11 +121,31 @@ def run_bench(hook: str, world: int, out_file: str | Path, spec: dict[str, Any] 
     return json.loads(Path(out_file).read_text())
 
 
+def add_model_arguments(p: Any) -> None:
+    """``--hidden``, ``--layers``, …: the benchmark model's shape (`BENCH_MODEL`), for the torchrun entry points."""
+    for key in BENCH_MODEL:
+        p.add_argument(f"--{key}", type=int, default=BENCH_MODEL[key])
+
+
+def run_under_torchrun(worker: Any, *args: Any, timeout_s: int = 600) -> None:
+    """``worker(rank, world, *args)`` in this torchrun process: NCCL on GPUs (one device per local rank), gloo on CPU;
+    the process group is torn down whatever happens."""
+    import datetime
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    try:
+        worker(dist.get_rank(), dist.get_world_size(), *args)
+    finally:
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Under torchrun (NCCL on GPUs, gloo on CPU): `torchrun --nproc-per-node=N -m harness.distributed.bench --hook
     sharded --out results/bench/gpu_sharded_n4.json [--hidden 2048 --layers 8 --seq-len 512 --per-rank 4]`."""
     import argparse
-    import datetime
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("--hook", required=True)
@@ -136,20 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq-len", type=int, default=BENCH_RUN["seq_len"])
     p.add_argument("--bucket-cap-mb", type=float, default=BENCH_RUN["bucket_cap_mb"])
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default=BENCH_RUN["dtype"])
-    for key in BENCH_MODEL:
-        p.add_argument(f"--{key}", type=int, default=BENCH_MODEL[key])
+    add_model_arguments(p)
     a = p.parse_args(argv)
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=600))
     spec = {"run": {"languages": a.languages, "steps": a.steps, "per_rank": a.per_rank, "seq_len": a.seq_len,
                     "bucket_cap_mb": a.bucket_cap_mb, "dtype": a.dtype},
             "model": {k: getattr(a, k) for k in BENCH_MODEL}}
-    try:
-        bench_worker(dist.get_rank(), dist.get_world_size(), a.out, a.hook, spec)
-    finally:
-        dist.destroy_process_group()
+    run_under_torchrun(bench_worker, a.out, a.hook, spec)
     return 0
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from harness.distributed.bench import BENCH_MODEL, MMAP_THRESHOLD
+from harness.distributed.bench import BENCH_MODEL, MMAP_THRESHOLD, add_model_arguments, run_under_torchrun
 
 MODES = ("mean", "sharded", "full")
 FSDP2_RUN = {"languages": 2, "steps": 4, "per_rank": 2, "seq_len": 64, "weighting": "mgda"}
@@ -107,26 +107,17 @@ def run_fsdp2_bench(world: int, out_file: str | Path, spec: dict[str, Any] | Non
 def main(argv: list[str] | None = None) -> int:
     """Under torchrun (NCCL on GPUs, gloo on CPU)."""
     import argparse
-    import datetime
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=FSDP2_RUN["steps"])
     p.add_argument("--per-rank", type=int, default=FSDP2_RUN["per_rank"])
     p.add_argument("--seq-len", type=int, default=FSDP2_RUN["seq_len"])
-    for key in BENCH_MODEL:
-        p.add_argument(f"--{key}", type=int, default=BENCH_MODEL[key])
+    add_model_arguments(p)
     a = p.parse_args(argv)
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=900))
     spec = {"run": {"steps": a.steps, "per_rank": a.per_rank, "seq_len": a.seq_len},
             "model": {k: getattr(a, k) for k in BENCH_MODEL}}
-    try:
-        fsdp2_bench_worker(dist.get_rank(), dist.get_world_size(), a.out, spec)
-    finally:
-        dist.destroy_process_group()
+    run_under_torchrun(fsdp2_bench_worker, a.out, spec, timeout_s=900)
     return 0
 
 
