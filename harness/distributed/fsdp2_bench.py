@@ -104,17 +104,21 @@ def run_fsdp2_bench(world: int, out_file: str | Path, spec: dict[str, Any] | Non
     return json.loads(Path(out_file).read_text())
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Under torchrun (NCCL on GPUs, gloo on CPU)."""
+def parser() -> Any:
     import argparse
 
-    p = argparse.ArgumentParser(description=main.__doc__)
+    p = argparse.ArgumentParser(description="FSDP2 engine benchmark; run under torchrun (NCCL on GPUs, gloo on CPU).")
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=FSDP2_RUN["steps"])
     p.add_argument("--per-rank", type=int, default=FSDP2_RUN["per_rank"])
     p.add_argument("--seq-len", type=int, default=FSDP2_RUN["seq_len"])
     add_model_arguments(p)
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Under torchrun (NCCL on GPUs, gloo on CPU)."""
+    a = parser().parse_args(argv)
     spec = {"run": {"steps": a.steps, "per_rank": a.per_rank, "seq_len": a.seq_len},
             "model": {k: getattr(a, k) for k in BENCH_MODEL}}
     run_under_torchrun(fsdp2_bench_worker, a.out, spec, timeout_s=900)

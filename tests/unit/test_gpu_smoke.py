@@ -73,3 +73,20 @@ def test_real_configuration_on_a_gpu(tmp_path):
     assert record["device_type"] == "cuda" and record["device"] != "cpu" and case["fits"] is True
     assert "max_memory_allocated" in case["memory_measure"]
     assert abs(case["measured_over_predicted"] - 1) <= 0.20, case
+
+
+def test_the_fsdp2_part_of_the_script_passes_arguments_the_benchmark_accepts():
+    """scripts/gpu_smoke.sh runs the FSDP2 benchmark under torchrun on 2+ GPUs: its arguments must parse (the GPU run
+    itself cannot happen here)."""
+    import re
+    import shlex
+
+    from harness.distributed.fsdp2_bench import parser
+
+    script = (REPO / "scripts" / "gpu_smoke.sh").read_text()
+    call = re.search(r"-m harness\.distributed\.fsdp2_bench \\\n(.*?)\n\n?(?:fi|$)", script + "\n", re.S)
+    assert call is not None, "the FSDP2 part of gpu_smoke.sh is missing"
+    args = shlex.split(call.group(1).replace("\\\n", " ").replace('"results/bench/gpu_fsdp2_n$NGPU.json"', "x.json"))
+    parsed = parser().parse_args(args)
+    assert (parsed.hidden, parsed.intermediate, parsed.vocab) == (4096, 14336, 128256)
+    assert 'torch.cuda.device_count()' in script and '-lt 2' in script
