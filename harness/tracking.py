@@ -264,7 +264,16 @@ class Tracker:
 
         dataset = Dataset(name=name, digest=digest, source_type="polymoo", source=json.dumps(source, sort_keys=True),
                           profile=json.dumps(profile, sort_keys=True))
-        self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
+        inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])]
+        for attempt in range(3):
+            try:
+                self.client.log_inputs(self.run_id, inputs)
+                return
+            except Exception as err:
+                # Two runs of one experiment starting together both find the dataset missing and both insert it;
+                # the loser's retry finds the winner's row and only links it to its run.
+                if "UNIQUE constraint failed" not in str(err) or attempt == 2:
+                    raise
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
