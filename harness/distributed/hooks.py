@@ -40,7 +40,7 @@ rows) sits on the device, per dtype, for as long as the language assignment stay
 metadata and the weightings are pure tensor code, so for K ≤ 8 the solve adds no host synchronisation (except
 `normalize: l2`, whose zero-gradient test picks the languages to solve over: one sync per block; above K = 8 the exact
 active-set solver runs on the host: one sync per solve, docs/solvers.md). Slices travel in the bucket's dtype (bf16
-stays bf16); language rows, Grams (float64) and the combination are computed in at least float32 and the combined
+stays bf16); language rows, Grams (accumulated in float64) and the combination are computed in at least float32 and the combined
 slice is cast back to the bucket's dtype before it is all-gathered, so bytes are one all-reduce's in any dtype.
 A stateful weighting (GradVac) keeps its per-block states in `HookState.rule`, updated
 identically on every rank (same Gram, same generator) and saved in the engine's state dict; one that needs the
@@ -81,8 +81,9 @@ from harness.moo.weightings import combine, gram, weighting
 HOOKS = ("mean", "allgather", "sharded", "full", "full_gather")
 GLOBAL_KEY = 0  # generator key of the whole-vector solve: the single-process whole combiner's block index
 HOOK_GRAM_CHUNK = 1 << 22
-"""Columns per float64 partial Gram inside the hooks: `weightings.gram`'s default, a few large matmuls per bucket (on a
-GPU the single-process combiner's 64 K-column chunks would launch ~100 kernels per 25 MiB bucket)."""
+"""Columns per partial Gram inside the hooks: `weightings.gram`'s default, a few large float64 matmuls per bucket on a
+GPU (the single-process combiner's 64 K-column chunks would launch ~100 kernels per 25 MiB bucket); on CPU `gram`
+takes float32 partial Grams of 32 K columns whatever this says."""
 
 
 def check_granularity(hook: str, granularity: str) -> None:

@@ -2,7 +2,8 @@
 
 A *block* is a set of coordinates of a flat gradient. For every block b, with ``rows`` the K per-language gradients:
 
-1. ``G_b = Σ_ranges rows[:, r] rows[:, r]ᵀ`` in float64 (:func:`block_gram`). Grams are additive over coordinate
+1. ``G_b = Σ_ranges rows[:, r] rows[:, r]ᵀ`` accumulated in float64 (:func:`block_gram`; on CPU float32 partial
+   Grams of 32 K columns, `harness.moo.weightings.base.FLOAT32_GRAM_CHUNK`). Grams are additive over coordinate
    slices, so a block's Gram is also the sum of partial Grams over any split of its coordinates — what the sharded
    DDP hook all-reduces;
 2. ``c_b = rule(G_b, step, b.index)`` (:class:`BlockRule`): optional l2 normalisation, the weighting, optional output
@@ -63,7 +64,8 @@ Normalize = Literal["none", "l2"]
 OutputScale = Literal["raw", "mean_norm"]
 
 GRAM_CHUNK = 1 << 16
-"""Columns per float64 partial Gram: a 6×65536 float64 chunk stays in cache (3× faster than one 1.3 M-column copy)."""
+"""Columns per partial Gram (`weightings.gram` caps a float32 one at 32 K columns on CPU): a 6×65536 float64 chunk
+stays in cache (3× faster than one 1.3 M-column copy)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -222,7 +224,8 @@ def pad_blocks(blocks: Sequence[Block], size: int, padded: int) -> list[Block]:
 
 
 def block_gram(rows: Tensor, block: Block, chunk: int = GRAM_CHUNK) -> Tensor:
-    """float64 Gram of the block's columns of ``rows`` (K×n): partial Grams over column chunks, summed in float64."""
+    """Gram of the block's columns of ``rows`` (K×n): partial Grams over column chunks (`weightings.gram`), summed in
+    float64."""
     k = rows.shape[0]
     out = torch.zeros(k, k, dtype=torch.float64, device=rows.device)
     for s, e in block.ranges:

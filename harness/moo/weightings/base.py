@@ -116,22 +116,24 @@ def visit_orders(k: int, generator: torch.Generator | None, device: torch.device
 
 
 FLOAT32_GRAM_CHUNK = 1 << 15
-"""Columns per float32 partial Gram. Each partial Gram is exact to float32 rounding over at most this many products
-(measured relative error ≤ 2e-7 of ‖g_i‖‖g_j‖ on the tiny twins' rows) and the partials are summed in float64, so
-the error does not grow with P. It is 3-5× faster on CPU than converting the rows to float64 (8 × 1.34 M rows:
-3 ms against 10-17 ms at one thread) and keeps a chunk in cache."""
+"""Columns per float32 partial Gram on CPU. Each partial Gram is exact to float32 rounding over at most this many
+products (measured relative error ≤ 2e-7 of ‖g_i‖‖g_j‖ on the tiny twins' rows) and the partials are summed in float64,
+so the error does not grow with P. On CPU it is 3-5× faster than converting the rows to float64 (8 × 1.34 M rows:
+3 ms against 10-17 ms at one thread) and keeps a chunk in cache. On a GPU, float64 matmuls are cheap and many small
+chunks would cost kernel launches, so the rows are converted to float64 in chunks of ``chunk`` as before."""
 
 
 def gram(grads: Tensor, chunk: int = 1 << 22) -> Tensor:
-    """Gram matrix ``grads @ grads.T`` of a ``(K, P)`` tensor in float64: float64 rows in float64; narrower rows as
-    float32 partial Grams over column chunks of at most ``min(chunk, FLOAT32_GRAM_CHUNK)``, accumulated in float64."""
+    """Gram matrix ``grads @ grads.T`` of a ``(K, P)`` tensor in float64, over column chunks of ``chunk``: on CPU,
+    rows narrower than float64 as float32 partial Grams of at most `FLOAT32_GRAM_CHUNK` columns, accumulated in
+    float64; float64 rows, and any rows on a GPU, as float64 partial Grams."""
     if grads.ndim != 2:
         raise ValueError(f"grads must have shape (K, P), got {tuple(grads.shape)}")
     k = grads.shape[0]
     out = torch.zeros(k, k, dtype=torch.float64, device=grads.device)
-    wide = grads.dtype == torch.float64
+    wide = grads.dtype == torch.float64 or grads.device.type != "cpu"
     for block in torch.split(grads, chunk if wide else min(chunk, FLOAT32_GRAM_CHUNK), dim=1):
-        b = block if wide else block.float()
+        b = block.to(torch.float64) if wide else block.float()
         out += (b @ b.T).to(torch.float64)
     return out
 
