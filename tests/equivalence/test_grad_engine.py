@@ -240,3 +240,47 @@ def test_suite_refuses_one_backward_with_gradient_checkpointing():
     assert load_suite(quickstart, ["train.grad_engine=one_backward"]).train.grad_engine == "one_backward"
     with pytest.raises(ConfigError, match="train.grad_engine: one_backward .* use grad_engine: loop"):
         load_suite(quickstart, ["train.grad_engine=one_backward", "train.gradient_checkpointing=true"])
+
+
+def _gradient_methods() -> list[tuple[str, dict]]:
+    """Every registered gradient method at its defaults, and Bucket-Level MOO with each solver at each granularity."""
+    from harness.registry import available_methods
+
+    plain = [(name, {}) for name, m in sorted(available_methods().items())
+             if m.kind == "gradient" and name not in ("joint_sft", "bkmoo")]
+    bkmoo = [("bkmoo", {"solver": s, "granularity": g, "bucket_cap_mb": 0.25})
+             for s in ("mgda", "pcgrad", "cagrad") for g in ("ddp_bucket", "module", "tensor", "whole")]
+    return plain + bkmoo
+
+
+@pytest.mark.slow
+def test_every_gradient_method_and_granularity_takes_the_same_direction_from_either_route(tmp_path):
+    """The rows are all a method sees: `one_backward`'s rows give every method (and every bkmoo granularity) the
+    direction `loop`'s rows give, to float tolerance (a fresh combiner per route: stateful weightings start equal)."""
+    from pathlib import Path
+
+    from harness.config import MethodSpec
+    from harness.method import RunContext
+    from harness.registry import get_method, parse_options
+    from tests.methods._tiny import RecordingTracker, _data, make_suite
+
+    model, tokenizer = load_model("llama", "tiny")
+    inputs = _batch(model.config.vocab_size, k=3, b=2)
+    loop, fast = _rows("loop", model, inputs), _rows("one_backward", model, inputs)
+    names = ["en", "fr", "de"]
+    methods = _gradient_methods()
+    assert {"pcgrad", "mgda", "cagrad", "gradvac", "famo", "upgrad"} <= {m for m, _ in methods}
+    for name, options in methods:
+        spec = {"name": name, "options": options}
+        suite = make_suite(None, spec)
+
+        def build(name=name, options=options, spec=spec, suite=suite):
+            run = RunContext(suite=suite, method=MethodSpec(**spec), model_name="llama", seed=3, model=model,
+                             tokenizer=tokenizer, data=_data(suite.data, suite.languages.all),
+                             tracker=RecordingTracker(), run_dir=Path(tmp_path))
+            return get_method(name).build(parse_options(name, options), run)
+
+        slow = build()(loop.rows, names, 0, losses=loop.losses).direction
+        quick = build()(fast.rows, names, 0, losses=fast.losses).direction
+        scale = slow.abs().max()
+        assert float((quick - slow).abs().max() / scale) < 1e-4, (name, options)
