@@ -42,7 +42,10 @@ MIN_SEEDS_FOR_TEST = 3
 ALPHA = 0.05
 PERF_COLUMNS = {"perf/mean_step_time_s": "step s", "perf/tokens_per_s": "tok/s", "perf/peak_mem_mb": "peak MB",
                 "dist/bytes_per_step": "bytes/step", "dist/bytes_ratio_allreduce": "×allreduce"}
-GROUPS = ("seen_mean", "unseen_mean")
+GROUPS = ("seen_mean", "unseen_mean", "seen_worst")
+WORST = "seen_worst"
+LOWER_IS_BETTER = frozenset({"loss", "ppl", "answer_loss"})  # metric families where the worst language is the largest
+SEEN_PARAM = "params.languages.seen"
 
 
 @dataclass
@@ -198,6 +201,30 @@ def _metric_columns(runs: Any, metric: str) -> tuple[list[str], list[str]]:
     return langs, groups
 
 
+def _seen_languages(param: Any) -> list[str]:
+    """The seen languages a run logged as its `languages.seen` param ("['en', 'fr']"); [] when it logged none."""
+    if _missing(param):
+        return []
+    return [x.strip(" '\"") for x in str(param).strip("[]").split(",") if x.strip(" '\"")]
+
+
+def with_worst(runs: Any, metric: str) -> Any:
+    """Add `metrics.eval/<metric>/seen_worst`: per run, its worst seen language's value (the largest loss, the
+    smallest score), the interference lab's statistic (docs/interference_lab.md); NaN where a run names fewer than
+    2 seen languages or lacks one's value. Runs without the `languages.seen` param are returned unchanged."""
+    if SEEN_PARAM not in runs.columns:
+        return runs
+    pick = max if metric in LOWER_IS_BETTER else min
+
+    def worst(run: Any) -> float:
+        values = [_value(run, f"metrics.eval/{metric}/{lang}") for lang in _seen_languages(run[SEEN_PARAM])]
+        return pick(values) if len(values) >= 2 and None not in values else math.nan  # type: ignore[type-var]
+
+    out = runs.copy()
+    out[f"metrics.eval/{metric}/{WORST}"] = [worst(run) for _, run in runs.iterrows()]
+    return out
+
+
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
@@ -315,6 +342,8 @@ def _settings_notes(rows: dict[RowKey, Row], notes: list[str]) -> None:
 def aggregate(runs: Any, metric: str = "acc", reference: str = REFERENCE_METHOD,
               language_order: Sequence[str] | None = None) -> Table:
     """Aggregate a runs DataFrame (columns `tags.polymoo.*`, `params.*`, `metrics.*`) into a leaderboard table."""
+    if runs is not None and len(runs):
+        runs = with_worst(runs, metric)
     langs, groups = _check_runs(runs, metric)
     if language_order:
         langs = [lang for lang in language_order if lang in langs] + [lang for lang in langs if lang not in language_order]

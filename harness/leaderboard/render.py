@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from harness.leaderboard.aggregate import ALPHA, MIN_SEEDS_FOR_TEST, PERF_COLUMNS, Row, SigTest, Table
+from harness.leaderboard.aggregate import ALPHA, MIN_SEEDS_FOR_TEST, PERF_COLUMNS, WORST, Row, SigTest, Table
 
 
 def _header(table: Table) -> list[str]:
@@ -60,6 +60,9 @@ def _chance_cells(table: Table) -> list[str] | None:
 def _legend(table: Table) -> str:
     text = (f"metric eval/{table.metric}; n = seeds; mean ± standard error over seeds (std / √n; a single seed shows "
             f"no ±); Δ = mean − mean of {table.reference} (same model and settings)")
+    if WORST in table.groups:
+        text += ("; seen_worst: per run, its worst seen language (the largest loss, the smallest score), then mean ± "
+                 "standard error over seeds")
     if table.has_item_se:
         text += "; [x]: lm-eval's standard error of one run's score over the task's items, mean over seeds"
     if table.chance:
