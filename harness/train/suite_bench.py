@@ -50,11 +50,13 @@ def read_metrics(tracking_uri: str) -> dict[str, dict[str, float]]:
     return out
 
 
-def measure_once(suite: str, model: str, methods: list[str], languages: list[str], extra: list[str]) -> dict[str, Any]:
-    """One run per method in a fresh MLflow store; ``{method: {metric: value}}``, failures named."""
+def measure_once(suite: str, model: str, methods: list[str], languages: list[str], extra: list[str],
+                 threads: int | None = None) -> dict[str, Any]:
+    """One run per method in a fresh MLflow store; ``{method: {metric: value}}``, failures named. ``threads``: the
+    runs' ``OMP_NUM_THREADS`` (None: the environment's, torch's default being one per core)."""
     with tempfile.TemporaryDirectory(prefix="polymoo-suite-bench-") as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
-        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
         for method in methods:
             proc = subprocess.run(run_arguments(suite, model, method, languages, Path(tmp) / "runs", extra),
                                   env=env, capture_output=True, text=True)
@@ -95,18 +97,19 @@ def methods_of(suite: str) -> list[str]:
 
 
 def run(suite: str, model: str, ks: list[int], repeats: int, methods: list[str] | None,
-        extra: list[str]) -> dict[str, Any]:
+        extra: list[str], threads: int | None = None) -> dict[str, Any]:
     methods = methods or methods_of(suite)
     if "joint_sft" not in methods:
         raise ValueError("suite bench: the methods must include joint_sft (the baseline of every ratio)")
     if max(ks) > len(LANGUAGES) or min(ks) < 2:
         raise ValueError(f"suite bench: K must be in [2, {len(LANGUAGES)}], got {ks}")
     record: dict[str, Any] = {"suite": suite, "model": model, "methods": methods, "repeats": repeats,
-                              "extra_overrides": extra, "environment": environment(), "results": {}}
+                              "extra_overrides": extra, "omp_num_threads": threads or os.environ.get("OMP_NUM_THREADS"),
+                              "environment": environment(), "results": {}}
     raw: dict[int, list[dict[str, dict[str, float]]]] = {k: [] for k in ks}
     for _ in range(repeats):
         for k in ks:
-            raw[k].append(measure_once(suite, model, methods, list(LANGUAGES[:k]), extra))
+            raw[k].append(measure_once(suite, model, methods, list(LANGUAGES[:k]), extra, threads))
     for k in ks:
         record["results"][f"K={k}"] = {"languages": list(LANGUAGES[:k]), "methods": summarise(raw[k])}
     record["environment"]["load_average_1_5_15_at_end"] = list(os.getloadavg())
@@ -121,10 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--methods", nargs="+", default=None, help="method labels of the suite (default: all)")
     p.add_argument("--set", dest="extra", action="append", default=[], help="more `--set key=value` for every run")
+    p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the runs (default: inherited)")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     extra = [x for kv in a.extra for x in ("--set", kv)]
-    record = run(a.suite, a.model, a.k, a.repeats, a.methods, extra)
+    record = run(a.suite, a.model, a.k, a.repeats, a.methods, extra, a.threads)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(record, indent=2) + "\n")
     return 0
