@@ -60,9 +60,14 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def quickstart(session: nox.Session) -> None:
-    """The main job: every quickstart method on the tiny twins, then the leaderboard from MLflow."""
+    """The main job: every quickstart method on the tiny twins, then the leaderboard from MLflow; then the
+    interference lab's short version (joint SFT vs Bucket-Level MOO (MGDA), 5 seeds) and its leaderboard on the
+    answer words, where the lab's languages conflict (docs/interference_lab.md): the methods differ there."""
     py = env(session)
     session.run(py, "-m", "harness", "run", "suites/quickstart.yaml", *session.posargs, external=True)
+    session.run(py, "-m", "harness", "run", "suites/quickstart_lab.yaml", "--no-leaderboard", external=True)
+    session.run(py, "-m", "harness", "leaderboard", "suites/quickstart_lab.yaml", "--metric", "answer_loss",
+                external=True)
 
 
 @nox.session
