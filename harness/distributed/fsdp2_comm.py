@@ -114,7 +114,7 @@ class UnitMooReduceScatter(_UnitComm):
 
     def reduce(self, output: torch.Tensor, inp: torch.Tensor, group: dist.ProcessGroup) -> None:
         rows = self.shard_rows(inp)
-        unit_gram = self.state.comm.all_reduce(gram(rows, chunk=HOOK_GRAM_CHUNK), name="all_reduce.gram")
+        unit_gram = self.state.comm.all_reduce(gram(rows, chunk=HOOK_GRAM_CHUNK, exact=True), name="all_reduce.gram")
         coeffs = self.state.rule(unit_gram, self.state.step, self.unit, self.state.losses)
         self.record.coefficients[self.unit] = coeffs
         output.copy_(combine(rows, coeffs))
@@ -125,7 +125,7 @@ class GlobalKeepReduceScatter(_UnitComm):
 
     def reduce(self, output: torch.Tensor, inp: torch.Tensor, group: dist.ProcessGroup) -> None:
         rows = self.shard_rows(inp)
-        partial = gram(rows, chunk=HOOK_GRAM_CHUNK)
+        partial = gram(rows, chunk=HOOK_GRAM_CHUNK, exact=True)
         self.record.gram = partial if self.record.gram is None else self.record.gram + partial
         self.record.kept.append((output, rows))
         output.zero_()  # a placeholder: finish_global writes the direction before anyone reads it

@@ -40,7 +40,7 @@ rows) sits on the device, per dtype, for as long as the language assignment stay
 metadata and the weightings are pure tensor code, so for K ≤ 8 the solve adds no host synchronisation (except
 `normalize: l2`, whose zero-gradient test picks the languages to solve over: one sync per block; above K = 8 the exact
 active-set solver runs on the host: one sync per solve, docs/solvers.md). Slices travel in the bucket's dtype (bf16
-stays bf16); language rows, Grams (accumulated in float64) and the combination are computed in at least float32 and the combined
+stays bf16); language rows, Grams (float64) and the combination are computed in at least float32 and the combined
 slice is cast back to the bucket's dtype before it is all-gathered, so bytes are one all-reduce's in any dtype.
 A stateful weighting (GradVac) keeps its per-block states in `HookState.rule`, updated
 identically on every rank (same Gram, same generator) and saved in the engine's state dict; one that needs the
@@ -83,7 +83,7 @@ GLOBAL_KEY = 0  # generator key of the whole-vector solve: the single-process wh
 HOOK_GRAM_CHUNK = 1 << 22
 """Columns per partial Gram inside the hooks: `weightings.gram`'s default, a few large float64 matmuls per bucket on a
 GPU (the single-process combiner's 64 K-column chunks would launch ~100 kernels per 25 MiB bucket); on CPU `gram`
-takes float32 partial Grams of 32 K columns whatever this says."""
+takes float64 partial Grams here too (``exact``: a Gram summed over shards equals the simulation's)."""
 
 
 def check_granularity(hook: str, granularity: str) -> None:
@@ -297,7 +297,8 @@ def _sharded_rows(state: HookState, buf: torch.Tensor) -> Generator[Pending, tor
 
 def _allgather(state: HookState, buf: torch.Tensor, blocks: list[Block]) -> Steps:
     rows = yield from _gathered_rows(state, buf)
-    return buf.copy_(solve_blocks(rows, blocks, state.rule, state.step, HOOK_GRAM_CHUNK, state.losses))
+    return buf.copy_(solve_blocks(rows, blocks, state.rule, state.step, HOOK_GRAM_CHUNK, state.losses,
+                                     exact=True))
 
 
 def _sharded(state: HookState, buf: torch.Tensor, blocks: list[Block]) -> Steps:
@@ -307,7 +308,7 @@ def _sharded(state: HookState, buf: torch.Tensor, blocks: list[Block]) -> Steps:
     rows = yield from _sharded_rows(state, buf)
     c, r = rows.shape[1], state.comm.rank
     local = restrict(pad_blocks(blocks, buf.numel(), c * state.comm.world), r * c, (r + 1) * c)
-    grams = yield state.comm.all_reduce_async(torch.stack(block_grams(rows, local, HOOK_GRAM_CHUNK)),
+    grams = yield state.comm.all_reduce_async(torch.stack(block_grams(rows, local, HOOK_GRAM_CHUNK, exact=True)),
                                               name="all_reduce.gram")
     own = block_directions(rows, local, state.rule.coefficients(grams, state.step, local, state.losses))
     if c * state.comm.world == buf.numel():  # no padding: the slices land in the bucket itself (no copy)
@@ -320,7 +321,7 @@ def _keep_for_finalize(state: HookState, params: list[torch.nn.Parameter], buf: 
     """Full-gradient hooks: accumulate the bucket's partial global Gram and keep its rows until `finalize`; the
     bucket keeps its local gradient for now (`finalize` overwrites `.grad`)."""
     rows = yield from (_sharded_rows(state, buf) if state.hook == "full" else _gathered_rows(state, buf))
-    partial = gram(rows, chunk=HOOK_GRAM_CHUNK)
+    partial = gram(rows, chunk=HOOK_GRAM_CHUNK, exact=True)
     state._gram = partial if state._gram is None else state._gram + partial
     state._kept.append(_Kept(params, rows, buf.numel(), buf.dtype))
     return buf

@@ -63,10 +63,10 @@ def _language_update(lang_grads: dict[str, torch.Tensor], plan: Sequence[Bucket]
     """The update the hook writes: (K_eff, *shape) language gradients by name -> combined gradients by name."""
     flat = flatten_by_plan(lang_grads, plan, batch_dims=1)  # per bucket (K_eff, P_b)
     if hook in BUCKET_HOOKS:
-        dirs = [solve_blocks(rows, blocks, rule, step, HOOK_GRAM_CHUNK, losses)
+        dirs = [solve_blocks(rows, blocks, rule, step, HOOK_GRAM_CHUNK, losses, exact=True)
                 for rows, blocks in zip(flat, layouts, strict=True)]
     elif hook in GLOBAL_HOOKS:
-        coeffs = rule(sum(gram(rows, chunk=HOOK_GRAM_CHUNK) for rows in flat), step, GLOBAL_KEY, losses)
+        coeffs = rule(sum(gram(rows, chunk=HOOK_GRAM_CHUNK, exact=True) for rows in flat), step, GLOBAL_KEY, losses)
         dirs = [combine(rows, coeffs) for rows in flat]
     else:
         raise ValueError(f"unknown hook {hook!r}")

@@ -223,18 +223,18 @@ def pad_blocks(blocks: Sequence[Block], size: int, padded: int) -> list[Block]:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def block_gram(rows: Tensor, block: Block, chunk: int = GRAM_CHUNK) -> Tensor:
+def block_gram(rows: Tensor, block: Block, chunk: int = GRAM_CHUNK, exact: bool = False) -> Tensor:
     """Gram of the block's columns of ``rows`` (K×n): partial Grams over column chunks (`weightings.gram`), summed in
     float64."""
     k = rows.shape[0]
     out = torch.zeros(k, k, dtype=torch.float64, device=rows.device)
     for s, e in block.ranges:
-        out += gram(rows[:, s:e], chunk=chunk)
+        out += gram(rows[:, s:e], chunk=chunk, exact=exact)
     return out
 
 
-def block_grams(rows: Tensor, blocks: Sequence[Block], chunk: int = GRAM_CHUNK) -> list[Tensor]:
-    return [block_gram(rows, b, chunk) for b in blocks]
+def block_grams(rows: Tensor, blocks: Sequence[Block], chunk: int = GRAM_CHUNK, exact: bool = False) -> list[Tensor]:
+    return [block_gram(rows, b, chunk, exact) for b in blocks]
 
 
 def block_coefficients(g: Tensor, fn: Weighting, normalize: str = "none", output_scale: str = "raw",
@@ -371,6 +371,7 @@ def block_directions(rows: Tensor, blocks: Sequence[Block], coeffs: Sequence[Ten
 
 
 def solve_blocks(rows: Tensor, blocks: Sequence[Block], rule: BlockRule, step: int, chunk: int = GRAM_CHUNK,
-                 losses: Tensor | None = None) -> Tensor:
+                 losses: Tensor | None = None, exact: bool = False) -> Tensor:
     """Grams -> coefficients -> direction of ``rows`` over ``blocks`` (the allgather hook and its simulation)."""
-    return block_directions(rows, blocks, rule.coefficients(block_grams(rows, blocks, chunk), step, blocks, losses))
+    grams = block_grams(rows, blocks, chunk, exact)
+    return block_directions(rows, blocks, rule.coefficients(grams, step, blocks, losses))

@@ -123,15 +123,17 @@ so the error does not grow with P. On CPU it is 3-5× faster than converting the
 chunks would cost kernel launches, so the rows are converted to float64 in chunks of ``chunk`` as before."""
 
 
-def gram(grads: Tensor, chunk: int = 1 << 22) -> Tensor:
+def gram(grads: Tensor, chunk: int = 1 << 22, exact: bool = False) -> Tensor:
     """Gram matrix ``grads @ grads.T`` of a ``(K, P)`` tensor in float64, over column chunks of ``chunk``: on CPU,
     rows narrower than float64 as float32 partial Grams of at most `FLOAT32_GRAM_CHUNK` columns, accumulated in
-    float64; float64 rows, and any rows on a GPU, as float64 partial Grams."""
+    float64; float64 rows, any rows on a GPU, and ``exact`` as float64 partial Grams. ``exact``: the distributed
+    paths, whose Grams are sums of per-shard partial Grams and must equal their single-process simulation to float64
+    rounding whatever the split (float32 partials would differ by ~1e-7, enough to flip bf16 roundings)."""
     if grads.ndim != 2:
         raise ValueError(f"grads must have shape (K, P), got {tuple(grads.shape)}")
     k = grads.shape[0]
     out = torch.zeros(k, k, dtype=torch.float64, device=grads.device)
-    wide = grads.dtype == torch.float64 or grads.device.type != "cpu"
+    wide = exact or grads.dtype == torch.float64 or grads.device.type != "cpu"
     for block in torch.split(grads, chunk if wide else min(chunk, FLOAT32_GRAM_CHUNK), dim=1):
         b = block.to(torch.float64) if wide else block.float()
         out += (b @ b.T).to(torch.float64)
