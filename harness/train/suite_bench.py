@@ -39,12 +39,12 @@ def run_arguments(suite: str, model: str, method: str, languages: list[str], out
 
 def read_metrics(tracking_uri: str) -> dict[str, dict[str, float]]:
     """``{method label: {metric: value}}`` of the FINISHED runs in the MLflow store at ``tracking_uri``."""
-    import mlflow
+    from harness.tracking import client as mlflow_client
 
-    client = mlflow.MlflowClient(tracking_uri)
+    store = mlflow_client(tracking_uri)
     out = {}
-    for exp in client.search_experiments():
-        for run in client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'"):
+    for exp in store.search_experiments():
+        for run in store.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'"):
             label = run.data.tags.get("mlflow.runName", "").split("/")[1]
             out[label] = {key: run.data.metrics[name] for key, name in METRICS.items() if name in run.data.metrics}
     return out
