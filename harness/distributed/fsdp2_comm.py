@@ -90,7 +90,8 @@ class _UnitComm(_HeapAlloc, ReduceScatter):
         return None  # synchronous: FSDP2 treats a None work as done
 
     def reduce(self, output: torch.Tensor, inp: torch.Tensor, group: dist.ProcessGroup) -> None:
-        raise NotImplementedError
+        """Fill ``output`` (this rank's shard) from ``inp`` (every rank's unit gradient): each mode's subclass."""
+        raise NotImplementedError(f"{type(self).__name__} must implement reduce(): the base class has no mode")
 
     def shard_rows(self, inp: torch.Tensor) -> torch.Tensor:
         """(K_eff, c) language rows of this rank's shard: all-to-all, then the mixing matrix over the rank rows."""
