@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +26,7 @@ from harness.config import MethodSpec, Suite
 from harness.data.sft import load_language_data
 from harness.evaluate.pipeline import evaluate_model
 from harness.faults import maybe_slow_evaluation
+from harness.interrupts import Terminated, stops_raised
 from harness.method import DistInfo, RunContext
 from harness.models.loading import load_model
 from harness.models.tiny import weights_fingerprint
@@ -134,25 +133,15 @@ def run_one(suite: Suite, model_name: str, spec: MethodSpec, seed: int, resume: 
         raise
 
 
-class Terminated(BaseException):
-    """SIGTERM reached a single-process run (a scheduler's stop): it ends KILLED in MLflow, with what it logged kept."""
-
-
 @contextmanager
 def _killed_on_sigterm(dist: DistInfo) -> Iterator[None]:
-    """Turn SIGTERM into `Terminated` while a single-process run trains (the distributed path has its own guard)."""
-    if dist.world_size > 1 or threading.current_thread() is not threading.main_thread():
+    """Turn SIGTERM into `Terminated` (and Ctrl-C into KeyboardInterrupt), held back while an MLflow write is in
+    flight, while a single-process run trains (the distributed path has its own guard)."""
+    if dist.world_size > 1:
         yield
         return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated(f"signal {signum} (SIGTERM)")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
+    with stops_raised():
         yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _train_evaluate_record(suite: Suite, model_name: str, spec: MethodSpec, seed: int, method: Any, options: Any,

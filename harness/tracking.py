@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import Suite
+from harness.interrupts import writes_uninterrupted
 from harness.validate import flatten
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -201,6 +202,7 @@ def git_commit() -> str:
         return "unknown"
 
 
+@writes_uninterrupted  # a stop (SIGTERM, Ctrl-C) never cuts a write in half: harness.interrupts
 class Tracker:
     """Logging into one MLflow run (rank 0)."""
 

@@ -2,7 +2,7 @@
 circle, one home for mlflow and for collectives, nothing of the harness importing the plugins, small files.
 
 Layers, low to high (a module may import its own layer and the ones below):
-  0 schema and utilities: validate, languages, seeding, lockfile, faults, config, numerics
+  0 schema and utilities: validate, languages, seeding, lockfile, faults, config, numerics, interrupts
   1 building blocks: method, registry, data, models, buckets, moo, perf, plots, tracking
   2 engines and jobs: suite, train, preference, distributed, evaluate, analysis, leaderboard
   3 orchestration: executor, runner, reproduce, api (the public own-loop API over moo and distributed), check,
@@ -20,7 +20,7 @@ from tests.conftest import REPO
 
 HARNESS = REPO / "harness"
 LAYERS = {
-    0: ("validate", "languages", "seeding", "lockfile", "faults", "config", "numerics"),
+    0: ("validate", "languages", "seeding", "lockfile", "faults", "config", "numerics", "interrupts"),
     1: ("method", "registry", "data", "models", "buckets", "moo", "perf", "plots", "tracking"),
     2: ("suite", "train", "preference", "distributed", "evaluate", "analysis", "leaderboard"),
     3: ("executor", "runner", "reproduce", "api", "check", "memory_guard"),
