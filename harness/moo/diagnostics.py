@@ -93,16 +93,16 @@ class Diagnostics:
         pairs, k = pair_names(languages), len(languages)
         m: dict[str, float] = {}
         gg = global_gram.to(torch.float64)
-        cos_g = cosines(gg)
-        norms = torch.sqrt(torch.diagonal(gg).clamp_min(0.0))
+        cos_g = cosines(gg).tolist()
+        norms = torch.sqrt(torch.diagonal(gg).clamp_min(0.0)).tolist()
         mean_w = torch.full((k,), 1.0 / k, dtype=torch.float64, device=gg.device)
         mean_norm = float(torch.sqrt((mean_w @ gg @ mean_w).clamp_min(0.0)))
         residual = min_norm_residual(gg)
         for i, j, name in pairs:
-            m[f"moo/cos/{name}"] = float(cos_g[i, j])
+            m[f"moo/cos/{name}"] = cos_g[i][j]
         for i, lang in enumerate(languages):
-            m[f"moo/grad_norm/{lang}"] = float(norms[i])
-        m["moo/global_conflict_fraction"] = sum(float(cos_g[i, j]) < 0 for i, j, _ in pairs) / max(len(pairs), 1)
+            m[f"moo/grad_norm/{lang}"] = norms[i]
+        m["moo/global_conflict_fraction"] = sum(cos_g[i][j] < 0 for i, j, _ in pairs) / max(len(pairs), 1)
         m["moo/residual/global"] = residual
         m["moo/residual/global_rel"] = residual / mean_norm if mean_norm > 0 else 0.0
         m["moo/dir_norm_ratio"] = dir_norm / mean_norm if mean_norm > 0 else 0.0
@@ -114,13 +114,13 @@ class Diagnostics:
         dump_buckets = []
         in_conflict, total_pairs, residuals = 0, 0, []
         for (index, numel), g in zip(self.blocks, grams, strict=True):
-            cos_b = cosines(g)
+            cos_b = cosines(g).tolist()  # one conversion, not one per pair
             res_b = min_norm_residual(g)
             residuals.append(res_b)
             m[f"moo/bucket/{index}/residual"] = res_b
             cos_pairs = {}
             for i, j, name in pairs:
-                value = float(cos_b[i, j])
+                value = cos_b[i][j]
                 cos_pairs[name] = value
                 if self.options.per_bucket_pairs:
                     m[f"moo/bucket/{index}/cos/{name}"] = value

@@ -68,18 +68,26 @@ def language_loss(model: nn.Module, inputs: dict[str, Tensor], token_losses: Tok
 
 
 def loop_gradients(model: nn.Module, inputs: dict[str, Tensor], params: Sequence[nn.Parameter],
-                   token_losses: TokenLosses) -> LanguageGradients:
-    """One forward/backward per language present (its rows of the batch, same padded width)."""
+                   token_losses: TokenLosses, workers: int | None = None) -> LanguageGradients:
+    """One forward/backward per language present (its rows of the batch, same padded width). ``workers``: passes run
+    at once (None: :func:`harness.train.language_workers.loop_workers` decides; on the CPU two single-threaded
+    workers, where the rows stay bit-identical to the sequential loop at one thread)."""
+    from harness.train.language_workers import loop_workers, run_side_by_side
+
     present = inputs["language"].unique().tolist()
     # written in place, row by row: the K×P rows are held once (a list of rows then torch.stack held them twice)
     rows = torch.empty(len(present), sum(p.numel() for p in params), dtype=_row_dtype(params),
                        device=inputs["language"].device)
-    losses = []
-    for row, lang in zip(rows, present, strict=True):
-        sel = inputs["language"] == lang
-        loss = language_loss(model, {k: v[sel] for k, v in inputs.items()}, token_losses)
+    batches = [{k: v[inputs["language"] == lang] for k, v in inputs.items()} for lang in present]
+
+    def one_language(row: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        loss = language_loss(model, batch, token_losses)
         _flat_into(row, torch.autograd.grad(loss, list(params), allow_unused=True), params)
-        losses.append(loss.detach())
+        return loss.detach()
+
+    n = loop_workers(model, rows.device, len(present)) if workers is None else workers
+    losses = (run_side_by_side(n, one_language, rows, batches) if n > 1
+              else [one_language(row, batch) for row, batch in zip(rows, batches, strict=True)])
     return LanguageGradients(rows, torch.stack(losses), [int(x) for x in present])
 
 

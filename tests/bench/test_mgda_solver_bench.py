@@ -138,7 +138,7 @@ def _measure(agg, threads: str, family: str, k: int) -> None:
     for _ in range(ROUNDS):
         t_ours.append(_per_call(lambda: ours_fn(g), n_ours))
         t_theirs.append(_per_call(lambda: theirs_fn(g), n_theirs))
-    path = "closed form" if k == 2 else "enumeration" if k <= _qp.ENUM_MAX else "active set"
+    path = "closed form" if k == 2 else "enumeration" if _qp.uses_enumeration(k, g.device) else "active set"
     _ROWS[f"{threads}/{family}/K={k}"] = {
         "threads": threads, "family": family, "k": k, "path": path,
         "ours_s": statistics.median(t_ours), "torchjd_s": statistics.median(t_theirs),

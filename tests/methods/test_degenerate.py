@@ -66,7 +66,8 @@ def test_zero_gradient_for_one_language(tmp_path, monkeypatch, name):
     assert last["moo/grad_norm/fr"] == 0.0
     assert all(v == v for k, v in last.items() if k.startswith("moo/"))
     if name in ("mgda",) or (name == "bkmoo" and (OPTIONS.get(name) or {}).get("solver", "mgda") == "mgda"):
-        assert last["moo/residual/global"] == 0.0
+        largest = max(last[f"moo/grad_norm/{lang}"] for lang in ("en", "fr", "de")) ** 2
+        assert 0.0 <= last["moo/residual/global"] <= 1e-12 * largest  # the active set's KKT exactness (harness.moo._qp)
         assert last["moo/dir_norm_ratio"] == pytest.approx(0.0, abs=1e-12)
     else:
         assert out.changed()

@@ -18,23 +18,24 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from harness.moo._qp import ENUM_MAX, golden_section, solve_simplex_qp
+from harness.moo._qp import golden_section, solve_simplex_qp, uses_enumeration
 from harness.moo.weightings.base import Weighting, _check_choice, _prepare, _safe_div, register_weighting
 
 
 def _cagrad_inner(g: Tensor, b: Tensor, phi: Tensor) -> Tensor:
     """``argmin_{w in simplex} bᵀw + phi·sqrt(wᵀGw)`` via ``sqrt(q) = min_τ q/(2τ) + τ/2``.
 
-    Above ``ENUM_MAX`` the QPs are solved by the host active set: the search then runs on CPU copies (one
-    synchronisation per call instead of one per QP) and each QP starts from the previous one's support.
+    Where the QPs are solved by the host active set (the CPU; K > 8 on an accelerator) the search runs on CPU copies
+    (one synchronisation per call instead of one per QP) and each QP starts from the previous one's support.
     """
-    if g.shape[0] > ENUM_MAX and g.device.type != "cpu":
+    k = g.shape[0]
+    if not uses_enumeration(k, g.device) and g.device.type != "cpu":
         return _cagrad_inner(g.cpu(), b.cpu(), phi.cpu()).to(g.device)
     last: list[Tensor] = []  # support of the previous QP of the search: neighbouring τ share most of it
 
     def inner_w(log_tau: Tensor) -> Tensor:
         w = solve_simplex_qp(g * (phi / torch.exp(log_tau)), b, support=last[-1] if last else None)
-        if g.shape[0] > ENUM_MAX:
+        if not uses_enumeration(k, g.device):
             last[:] = [w > 0]
         return w
 

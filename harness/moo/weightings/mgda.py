@@ -2,9 +2,9 @@
 "Multi-Task Learning as Multi-Objective Optimization").
 
 ``c = argmin_{c in simplex} cᵀGc``. K=2 uses the closed form ``c1 = clip((G22 − G12)/(G11 + G22 − 2 G12), 0, 1)``
-with exact corners (no 0.999/0.001 clamp of the reference code); 3 ≤ K ≤ 8 exact support enumeration (sync-free);
-K > 8 an exact active set (block principal pivoting on the equivalent NNLS problem, KKT residual ≤ 1e-12 of max
-diag G; one host round trip per call). Both in :mod:`harness.moo._qp`; measurements against TorchJD in
+with exact corners (no 0.999/0.001 clamp of the reference code); on an accelerator 3 ≤ K ≤ 8 exact support
+enumeration (sync-free); on the CPU, and above K = 8, an exact active set (block principal pivoting on the equivalent
+NNLS problem, KKT residual ≤ 1e-12 of max diag G; one host round trip per call). Both in :mod:`harness.moo._qp`; measurements against TorchJD in
 ``docs/solvers.md``.
 
 Options:
