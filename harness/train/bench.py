@@ -12,7 +12,8 @@ resident set, see ``MALLOC_MMAP_THRESHOLD_`` in the test):
 * ``one_backward_wgrad``: ``one_backward`` with autograd also computing the joint weight gradients it then discards
   (what the route avoids by differentiating w.r.t. the input embeddings' output only);
 * ``loop_rows`` / ``one_backward_rows``: the K per-language gradients only (no Gram, no solver): the engine's own
-  cost against one joint pass;
+  cost against one joint pass; ``loop_sequential_rows``: the loop's passes one after another, each at the process's
+  thread count (``loop`` runs them two at a time on one thread each where it can: ``harness.train.language_workers``);
 * ``loop_buckets``: the ``loop`` rows weighted per DDP bucket of ``bucket_cap_mb`` (a Bucket-Level MOO step);
 * ``autogram``: TorchJD's Gramian engine (``torchjd.autogram.Engine``, batch dim 0) for the per-example Gram of one
   forward, reduced to the K×K language Gram, MGDA, then one backward of the weighted losses: the same full-MGDA
@@ -36,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-ROUTES = ("joint", "loop_rows", "one_backward_rows", "loop", "vmap", "one_backward", "one_backward_wgrad",
+ROUTES = ("joint", "loop_rows", "loop_sequential_rows", "one_backward_rows", "loop", "vmap", "one_backward", "one_backward_wgrad",
           "loop_buckets", "autogram")
 
 
@@ -51,11 +52,13 @@ def random_batch(vocab: int, k: int, b: int, width: int, seed: int = 0) -> dict[
 
 
 def _rows(engine: str, model: nn.Module, inputs: dict[str, Tensor], params: list[nn.Parameter]) -> Tensor:
-    from harness.train.grad_engine import language_gradients, one_backward_language_gradients
+    from harness.train.grad_engine import language_gradients, loop_gradients, one_backward_language_gradients
     from harness.train.sft import token_losses
 
     if engine == "one_backward_wgrad":
         return one_backward_language_gradients(model, inputs, params, token_losses, keep_weight_grads=True).rows
+    if engine == "loop_sequential":
+        return loop_gradients(model, inputs, params, token_losses, workers=1).rows
     return language_gradients(engine, model, inputs, params, token_losses).rows
 
 

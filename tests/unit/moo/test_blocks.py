@@ -180,7 +180,19 @@ def test_hooks_refuse_granularities_they_do_not_implement():
 @pytest.mark.parametrize("solver", ["mean", "mgda", "pcgrad", "cagrad"])
 def test_the_hooks_block_loop_reads_nothing_back_to_the_host(monkeypatch, solver):
     """Inside a DDP hook the layout is host-side metadata and the solve pure tensor code: no tensor is converted to a
-    Python value (each conversion is a device synchronisation on a GPU). `normalize: l2` is the documented exception."""
+    Python value (each conversion is a device synchronisation on a GPU). `normalize: l2` is the documented exception.
+    The solvers take their accelerator path (support enumeration up to K = 8; the CPU's is the host active set)."""
+    import importlib
+
+    from harness.moo import _qp
+
+    cagrad = importlib.import_module("harness.moo.weightings.cagrad")
+
+    def as_on_an_accelerator(k: int, device: torch.device) -> bool:
+        return k <= _qp.ENUM_MAX
+
+    monkeypatch.setattr(_qp, "uses_enumeration", as_on_an_accelerator)
+    monkeypatch.setattr(cagrad, "uses_enumeration", as_on_an_accelerator)
     blocks = [Block(3, ((0, 5), (17, 23))), Block(1, ((5, 17),)), Block(8, ((23, 29),))]
     rows = torch.randn(4, 29, generator=torch.Generator().manual_seed(5))
     rules = [BlockRule(weighting(solver), "none", scale, seed=1) for scale in ("raw", "mean_norm")]
