@@ -16,7 +16,9 @@ Three routes give the same rows (float tolerance; ``tests/equivalence/test_grad_
 
 What each costs on the CPU of this project is measured, not assumed (``results/bench/grad_engine.md``, tiny llama twin,
 ratios to one joint pass in the same run): the rows alone cost 1.10-1.13× joint by ``one_backward`` and 1.12-1.23× by
-``loop`` at one thread, 1.12-1.16× against 1.45-1.50× at two (the loop's K small passes parallelise badly); ``vmap`` is
+``loop`` at one thread, 1.12-1.16× against 1.45-1.50× at two (the loop's K small passes parallelise badly; run two at
+a time on one thread each, :mod:`harness.train.language_workers`, 1.20× against 1.28× one after another:
+``results/bench/grad_engine_workers.json``); ``vmap`` is
 slower than both because PyTorch has no batching rule for the CPU SDPA backward and falls back to a per-example loop.
 ``one_backward`` holds the activations of the whole batch, as joint SFT does (peak 1.00× joint), where ``loop`` holds
 one language's (0.62×). All three keep K flat float32 gradients (K×P memory); a Gram route that avoids them

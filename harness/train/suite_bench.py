@@ -65,6 +65,13 @@ def measure_once(suite: str, model: str, methods: list[str], languages: list[str
         return read_metrics(uri)
 
 
+def run_order(methods: list[str], repeat: int) -> list[str]:
+    """The methods of repeat ``repeat``, rotated by it: a slow or fast spell of the machine does not always fall on
+    the same method, or always beside joint SFT (each ratio pairs a method with the joint SFT run of its repeat)."""
+    shift = repeat % len(methods)
+    return methods[shift:] + methods[:shift]
+
+
 def summarise(repeats: list[dict[str, dict[str, float]]], baseline: str = "joint_sft") -> dict[str, dict[str, Any]]:
     """Per method: median step time and peak memory over repeats, and the per-repeat ratios to ``baseline``
     (median and range)."""
@@ -75,6 +82,7 @@ def summarise(repeats: list[dict[str, dict[str, float]]], baseline: str = "joint
         mems = [r[method]["peak_mem_mb"] / r[baseline]["peak_mem_mb"] for r in repeats]
         out[method] = {"mean_step_time_s": statistics.median(times), "time_vs_joint": statistics.median(ratios),
                        "time_vs_joint_range": [min(ratios), max(ratios)], "time_vs_joint_each": ratios,
+                       "mean_step_time_s_each": times,
                        "peak_mem_mb": statistics.median(r[method]["peak_mem_mb"] for r in repeats),
                        "peak_mem_vs_joint": statistics.median(mems)}
     return out
@@ -107,9 +115,9 @@ def run(suite: str, model: str, ks: list[int], repeats: int, methods: list[str] 
                               "extra_overrides": extra, "omp_num_threads": threads or os.environ.get("OMP_NUM_THREADS"),
                               "environment": environment(), "results": {}}
     raw: dict[int, list[dict[str, dict[str, float]]]] = {k: [] for k in ks}
-    for _ in range(repeats):
+    for repeat in range(repeats):
         for k in ks:
-            raw[k].append(measure_once(suite, model, methods, list(LANGUAGES[:k]), extra, threads))
+            raw[k].append(measure_once(suite, model, run_order(methods, repeat), list(LANGUAGES[:k]), extra, threads))
     for k in ks:
         record["results"][f"K={k}"] = {"languages": list(LANGUAGES[:k]), "methods": summarise(raw[k])}
     record["environment"]["load_average_1_5_15_at_end"] = list(os.getloadavg())

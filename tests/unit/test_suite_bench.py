@@ -46,3 +46,13 @@ def test_bad_requests_are_refused_before_any_run():
         run("suites/quickstart.yaml", "llama", [8], 1, ["mgda"], [])
     with pytest.raises(ValueError, match="K must be"):
         run("suites/quickstart.yaml", "llama", [17], 1, ["joint_sft", "mgda"], [])
+
+
+def test_each_repeat_rotates_the_order_of_the_methods():
+    from harness.train.suite_bench import run_order
+
+    methods = ["joint_sft", "mgda", "bkmoo_mgda"]
+    orders = [run_order(methods, r) for r in range(4)]
+    assert orders[0] == methods and orders[3] == methods
+    assert orders[1] == ["mgda", "bkmoo_mgda", "joint_sft"] and orders[2] == ["bkmoo_mgda", "joint_sft", "mgda"]
+    assert all(sorted(o) == sorted(methods) for o in orders)
