@@ -30,6 +30,7 @@ DEFAULT_LORA = {"rank": 16, "alpha": 32, "target_modules": ["q_proj", "k_proj", 
 class Capacity:
     bytes: float
     source: str  # what was measured or stated, for the message
+    host: bool = False  # the host's RAM: a CPU run, whose loop runs two languages' passes at a time
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def device_capacity(gpu_mem_gb: float | None = None) -> Capacity:
                                      f"(of {total / GB:.1f} GB, torch.cuda.mem_get_info)")
     import psutil
 
-    return Capacity(float(psutil.virtual_memory().available), "host RAM available (a CPU run)")
+    return Capacity(float(psutil.virtual_memory().available), "host RAM available (a CPU run)", host=True)
 
 
 def lora_dict(lora: Any) -> dict[str, Any] | None:
@@ -115,9 +116,10 @@ def judge(model: str, m: GuardedMethod, k: int, train: Any, capacity: Capacity, 
           cache: _FactsCache | None = None) -> Verdict:
     """One (model, method) in one process against the capacity, with the planner's numbers."""
     from harness.distributed.planner import Workload, predict_single_process
+    from harness.train.language_workers import MAX_WORKERS
 
     cache = cache or _FactsCache()
-    wl = Workload.from_train(train)
+    wl = Workload.from_train(train, parallel_languages=MAX_WORKERS if capacity.host else 1)
     suite_lora = lora_dict(train.lora)
     try:
         f = cache.get(model, suite_lora)

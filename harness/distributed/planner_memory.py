@@ -27,8 +27,8 @@ checkpointing) into bytes. It follows the code, not a textbook:
     rows in one pass;
   - one process, a gradient method (``harness.train.grad_engine``'s ``loop``: one forward/backward per language):
     the K float32 rows are allocated before the first pass and filled in place, so every pass holds them (K·P·4) beside
-    its activations, or beside its own gradients before they are copied into their row; then the combination holds the
-    K rows, the direction and ``.grad``.
+    its activations, or beside its own gradients before they are copied into their row (on the CPU two passes at a
+    time: ``Workload.parallel_languages``); then the combination holds the K rows, the direction and ``.grad``.
   ZeRO-3 / FSDP: weights, gradients and optimizer state divided by N, plus the largest unit gathered.
 """
 
@@ -68,6 +68,7 @@ class Workload:
     dtype: str | None = "bfloat16"
     optimizer: str = "adamw_torch"
     foreach: bool = True
+    parallel_languages: int = 1  # single process: languages whose passes are in flight at once (the CPU loop: 2)
 
     @classmethod
     def from_train(cls, train: object, **overrides: object) -> Workload:
@@ -283,6 +284,7 @@ def predict_single_process(f: ModelFacts, method: str, languages: int, wl: Workl
         out["activations"] = activation_bytes(f, wl, rows=wl.batch)
         out["language_rows"] = k * n * ROW_BYTES
         one_pass = max(out["activations"] + out["autocast_copies"], n * p.grad)  # then copied into its row
+        one_pass *= max(1, wl.parallel_languages)  # harness.train.language_workers: side by side on the CPU
         out["peak_forward"] = held + k * n * ROW_BYTES + one_pass
         out["peak_backward"] = held + (k + 1) * n * ROW_BYTES + out["gradients"]
     out["total"] = max(out["peak_forward"], out["peak_backward"], out["peak_step"])

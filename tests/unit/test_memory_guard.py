@@ -36,7 +36,7 @@ def test_capacity_is_stated_or_measured_on_the_device_the_run_uses(monkeypatch):
     assert device_capacity(80) == Capacity(80e9, "--gpu-mem 80")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=12e9))
-    assert device_capacity(None) == Capacity(12e9, "host RAM available (a CPU run)")
+    assert device_capacity(None) == Capacity(12e9, "host RAM available (a CPU run)", host=True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (70e9, 80e9))
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
@@ -99,3 +99,18 @@ def test_polymoo_run_on_cpu_checks_host_ram(capsys, no_training, monkeypatch):
     monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=64e9))
     code, text = _run(capsys)
     assert code == 2 and "of 64.0 GB (host RAM available (a CPU run)): does not fit" in text
+
+
+def test_a_cpu_run_is_planned_with_two_languages_in_flight():
+    """On the host the loop runs two languages' passes at a time (harness.train.language_workers): the planner's
+    single-process peak holds two passes beside the K rows; on a GPU one."""
+    from harness.distributed.planner import Workload, predict_single_process
+    from harness.memory_guard import _FactsCache
+
+    facts = _FactsCache().get("llama3.1-8b", None)
+    one = predict_single_process(facts, "bucket", 4, Workload(parallel_languages=1))
+    two = predict_single_process(facts, "bucket", 4, Workload(parallel_languages=2))
+    pass_bytes = one["peak_forward"] - (one["weights"] + one["optimizer"] + one["language_rows"])
+    assert pass_bytes >= one["activations"] > 0
+    assert two["peak_forward"] - one["peak_forward"] == pytest.approx(pass_bytes)
+    assert two["language_rows"] == one["language_rows"]
