@@ -8,7 +8,9 @@ what a researcher sets. Both training loops call these hooks before every optimi
 - ``POLYMOO_TEST_KILL_RANK_AT_STEP=RANK:STEP``: that rank SIGKILLs itself before step STEP: a lost process that
   torchrun must tear down, then ``--resume`` must recover from;
 - ``POLYMOO_TEST_SLOW_EVAL_S=S``: rank 0 sleeps S seconds before evaluating a run (an 8B model's lm-eval tasks): the
-  other ranks must wait for it without the training group's timeout killing the job.
+  other ranks must wait for it without the training group's timeout killing the job;
+- ``POLYMOO_TEST_SLOW_START_S=S``: rank 0 sleeps S seconds after logging a run's config and data (a slow or remote
+  tracking store): the other ranks must wait for it before the first training collective, on the same terms.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import signal
 FAIL_ENV = "POLYMOO_TEST_FAIL_AT_STEP"
 KILL_ENV = "POLYMOO_TEST_KILL_RANK_AT_STEP"
 SLOW_EVAL_ENV = "POLYMOO_TEST_SLOW_EVAL_S"
+SLOW_START_ENV = "POLYMOO_TEST_SLOW_START_S"
 
 
 def maybe_fail(step: int) -> None:
@@ -32,9 +35,17 @@ def maybe_kill(rank: int, step: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def maybe_slow_evaluation() -> None:
-    seconds = os.environ.get(SLOW_EVAL_ENV, "")
+def _sleep_from(variable: str) -> None:
+    seconds = os.environ.get(variable, "")
     if seconds:
         import time
 
         time.sleep(float(seconds))
+
+
+def maybe_slow_evaluation() -> None:
+    _sleep_from(SLOW_EVAL_ENV)
+
+
+def maybe_slow_start() -> None:
+    _sleep_from(SLOW_START_ENV)

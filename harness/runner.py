@@ -25,7 +25,7 @@ import yaml
 from harness.config import MethodSpec, Suite
 from harness.data.sft import load_language_data
 from harness.evaluate.pipeline import evaluate_model
-from harness.faults import maybe_slow_evaluation
+from harness.faults import maybe_slow_evaluation, maybe_slow_start
 from harness.interrupts import Terminated, stops_raised
 from harness.method import DistInfo, RunContext
 from harness.models.loading import load_model
@@ -161,6 +161,12 @@ def _train_evaluate_record(suite: Suite, model_name: str, spec: MethodSpec, seed
                                     "run.trainable_params": sum(p.numel() for p in model.parameters()
                                                                 if p.requires_grad)})
     log_datasets(tracker, suite, data)
+    if dist.world_size > 1:  # rank 0 logged the run alone (a slow store can take longer than the training timeout)
+        from harness.distributed import between_runs
+
+        if dist.is_main:
+            maybe_slow_start()
+        between_runs(suite.distributed.eval_timeout_s)
     run = RunContext(suite=suite, method=spec, model_name=model_name, seed=seed, model=model,
                      tokenizer=tokenizer, data=data, run_dir=run_dir, tracker=tracker, dist=dist, resume=resume)
     started = time.perf_counter()

@@ -31,7 +31,7 @@ def barrier() -> None:
 
 def between_runs(timeout_s: int) -> None:
     """Wait for every rank where rank 0 may work alone for long (evaluating, saving, drawing the run it just
-    trained): a barrier on a gloo group with its own ``timeout_s``, so the training group's short timeout (a dead
+    trained; logging the next run's config and data to the tracking store): a barrier on a gloo group with its own ``timeout_s``, so the training group's short timeout (a dead
     rank fails the run quickly) does not kill the job while rank 0 evaluates. The group is made once per timeout."""
     import datetime
 

@@ -73,20 +73,21 @@ def test_killed_rank_fails_run_and_resume_continues(tmp_path, tmp_store):
         assert key in run2.data.metrics, key
 
 
-def test_slow_rank0_evaluation_outlasts_the_collective_timeout(tmp_path, tmp_store):
-    """Rank 0 evaluates for longer than `distributed.timeout_s` while rank 1 waits for the next run: the wait is on a
-    group of its own (`distributed.eval_timeout_s`), so the job finishes; the weights are saved before evaluation.
-    With that wait as short as the training timeout the job dies, as it did when rank 1 waited on the training group."""
+def test_slow_rank0_evaluation_and_start_outlast_the_collective_timeout(tmp_path, tmp_store):
+    """Rank 0 evaluates for longer than `distributed.timeout_s` while rank 1 waits for the next run, and logs each
+    run's start for longer than that while rank 1 waits to train: both waits are on a group of their own
+    (`distributed.eval_timeout_s`), so the job finishes; the weights are saved before evaluation. With that wait as
+    short as the training timeout the job dies, as it did when rank 1 waited on the training group."""
     from mlflow.tracking import MlflowClient
 
-    from harness.faults import SLOW_EVAL_ENV
+    from harness.faults import SLOW_EVAL_ENV, SLOW_START_ENV
 
     suite = _suite_file(tmp_path, steps=2, save_every=0, save_model=True)
     data = yaml.safe_load(suite.read_text())
     data["suite"]["name"], data["seeds"] = "dist-slow-eval", [0, 1]
     data["distributed"]["timeout_s"] = 8
     suite.write_text(yaml.safe_dump(data))
-    env = {**os.environ, SLOW_EVAL_ENV: "16", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, SLOW_EVAL_ENV: "10", SLOW_START_ENV: "10", "PYTHONPATH": str(REPO)}
     proc, _ = _launch(suite, env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     c = MlflowClient(tmp_store)
@@ -95,5 +96,6 @@ def test_slow_rank0_evaluation_outlasts_the_collective_timeout(tmp_path, tmp_sto
     assert all(r.data.params.get("dist.world_size") == "2" for r in runs)
     assert len(list((tmp_path / "runs").rglob("final/config.json"))) == 2
 
+    env.pop(SLOW_START_ENV)  # only the slow evaluation: the wait after it is what times out
     proc, _ = _launch(suite, env, "--set", "distributed.eval_timeout_s=8")
     assert proc.returncode != 0  # the wait times out: the old behaviour, now only when asked for
