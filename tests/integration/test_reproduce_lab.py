@@ -9,6 +9,7 @@ import json
 import pytest
 
 from harness.reproduce.run import load_paper_suite, reproduce, suite_file
+from harness.suite import load_suite
 from harness.validate import ConfigError
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -26,6 +27,14 @@ def test_lab_suites_are_tiny_twins_on_the_lab():
                                                                  f"reproduce {paper} --scale lab")
     with pytest.raises(ConfigError, match="interference lab"):
         load_paper_suite("bkmoo", "lab", suite_path=suite_file("bkmoo", "tiny"))
+
+
+def test_bkmoo_lab_trains_the_interference_lab():
+    """The paper's lab claims are tested on the experiment of docs/interference_lab.md, not on a variant of it."""
+    lab = load_suite(str(suite_file("bkmoo", "lab").parent / "interference_lab.yaml"), []).resolved()
+    paper = load_paper_suite("bkmoo", "lab").resolved()
+    assert paper["data"] == lab["data"] and paper["train"] == lab["train"] and paper.get("init") == lab.get("init")
+    assert paper["seeds"] == lab["seeds"]
 
 
 def test_lab_report_has_verdicts(tmp_path, monkeypatch):
