@@ -231,7 +231,8 @@ class DistributedConfig:
     timeout_s: int = 300
     warmup_steps: int = 1
     grad_accum: int = 1  # micro-batches per optimizer step (no_sync); the hook sees the accumulated gradient
-    # how long the other ranks wait for rank 0 between runs (its evaluation, saving, plots): a gloo group of its own,
+    # how long the other ranks wait for rank 0 alone (after a run: evaluation, saving, plots; before its training:
+    # logging the run's start to MLflow): a gloo group of its own,
     # so `timeout_s` keeps bounding the training collectives (a dead rank still fails the run quickly)
     eval_timeout_s: int = 86400
     # ddp: DDP + a communication hook per bucket; fsdp2: every decoder block a fully_shard unit, the unit is the bucket,
