@@ -4,7 +4,9 @@ report for every ordered pair (i, j)
 
     interference[i][j] = (L_i(trained on {i, j}) - L_i(trained on {i})) / L_i(trained on {i})
 
-where L_i is language i's held-out loss (token mean over the response). Positive: adding j hurts i (negative
+where L_i is language i's held-out loss: on the lab (`data.source: interference`) the answer words' loss by default,
+where the conflict lives (`eval/answer_loss`, as harness.analysis.lab_report), elsewhere the token mean over the
+response (`eval/loss`); `metric` chooses. Positive: adding j hurts i (negative
 interference); negative: j helps i (transfer). Values are averaged over the seeds; the diagonal is 0.
 
 Outputs: interference.json (every loss, per seed), interference.md (the table), interference.png (the heatmap), and,
@@ -30,6 +32,7 @@ class InterferenceResult:
     seeds: list[int]
     alone: dict[str, list[float]] = field(default_factory=dict)  # lang -> loss per seed
     paired: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # lang -> partner -> loss per seed
+    metric: str = "loss"  # which held-out loss: eval/<metric>/<lang>
 
     def matrix(self) -> list[list[float]]:
         """interference[i][j], averaged over seeds (relative change of i's loss when trained with j)."""
@@ -46,12 +49,12 @@ class InterferenceResult:
         return out
 
     def as_dict(self) -> dict[str, Any]:
-        return {"languages": self.languages, "method": self.method, "seeds": self.seeds, "alone": self.alone,
-                "paired": self.paired, "interference": self.matrix()}
+        return {"languages": self.languages, "method": self.method, "seeds": self.seeds, "metric": f"eval/{self.metric}",
+                "alone": self.alone, "paired": self.paired, "interference": self.matrix()}
 
     def table(self) -> str:
         """Markdown: row = the language measured, column = the partner it was trained with."""
-        head = "| measured \\ with | alone loss | " + " | ".join(self.languages) + " |"
+        head = f"| measured \\ with | alone {self.metric} | " + " | ".join(self.languages) + " |"
         lines = [head, "|" + "---|" * (len(self.languages) + 2)]
         for a, row in zip(self.languages, self.matrix(), strict=True):
             alone = sum(self.alone[a]) / len(self.alone[a])
@@ -104,10 +107,23 @@ def train_and_evaluate(suite: Suite, model_name: str, spec: MethodSpec, seed: in
     return out
 
 
+METRICS = ("loss", "answer_loss")
+
+
+def default_metric(suite: Suite) -> str:
+    return "answer_loss" if suite.data.source == "interference" else "loss"
+
+
 def interference_matrix(suite: Suite, method: str = "joint_sft", model: str | None = None,
                         seeds: list[int] | None = None, languages: list[str] | None = None,
-                        work_dir: Path | None = None) -> InterferenceResult:
+                        work_dir: Path | None = None, metric: str | None = None) -> InterferenceResult:
     """Train alone and in every pair (K + K(K-1)/2 trainings per seed) and collect the held-out losses."""
+    metric = metric or default_metric(suite)
+    if metric not in METRICS:
+        raise ValueError(f"interference matrix: metric {metric!r}, expected one of {', '.join(METRICS)}")
+    if metric == "answer_loss" and suite.data.source != "interference":
+        raise ValueError(f"interference matrix: metric answer_loss needs the lab's answer words (data.source: "
+                         f"interference); this suite's source is {suite.data.source}: use metric loss")
     langs = list(languages or suite.languages.seen)
     if len(langs) < 2:
         raise ValueError(f"interference matrix: needs at least 2 languages, got {langs}")
@@ -116,17 +132,17 @@ def interference_matrix(suite: Suite, method: str = "joint_sft", model: str | No
     model_name = model or suite.models[0]
     seeds = list(seeds if seeds is not None else suite.seeds)
     work_dir = work_dir or Path(suite.output_dir) / suite.suite.name / "interference"
-    result = InterferenceResult(languages=langs, method=spec.display, seeds=seeds,
+    result = InterferenceResult(languages=langs, method=spec.display, seeds=seeds, metric=metric,
                                 alone={a: [] for a in langs}, paired={a: {b: [] for b in langs if b != a} for a in langs})
     for seed in seeds:
         for a in langs:
             loss = train_and_evaluate(subset_suite(suite, (a,)), model_name, spec, seed, work_dir / a / f"seed{seed}")
-            result.alone[a].append(loss[f"eval/loss/{a}"])
+            result.alone[a].append(loss[f"eval/{metric}/{a}"])
         for a, b in combinations(langs, 2):
             loss = train_and_evaluate(subset_suite(suite, (a, b)), model_name, spec, seed,
                                       work_dir / f"{a}+{b}" / f"seed{seed}")
-            result.paired[a][b].append(loss[f"eval/loss/{a}"])
-            result.paired[b][a].append(loss[f"eval/loss/{b}"])
+            result.paired[a][b].append(loss[f"eval/{metric}/{a}"])
+            result.paired[b][a].append(loss[f"eval/{metric}/{b}"])
     return result
 
 
@@ -137,7 +153,7 @@ def write_outputs(result: InterferenceResult, out_dir: Path, title: str = "") ->
     files[0].write_text(json.dumps(result.as_dict(), indent=2) + "\n")
     files[1].write_text(f"# Interference matrix{': ' + title if title else ''}\n\n"
                         f"method {result.method}, seeds {result.seeds}; cell = relative change of the row language's "
-                        "held-out loss when trained with the column language (positive = negative interference)\n\n"
+                        f"held-out loss (eval/{result.metric}) when trained with the column language (positive = negative interference)\n\n"
                         f"{result.table()}\n")
     files.append(heatmap(result, out_dir / "interference.png", title))
     return files
@@ -159,7 +175,7 @@ def heatmap(result: InterferenceResult, path: Path, title: str = "") -> Path:
     for i in range(n):
         for j in range(n):
             ax.text(j, i, "—" if i == j else f"{matrix[i][j]:+.3f}", ha="center", va="center", fontsize=9)
-    fig.colorbar(im, ax=ax, label="relative change of held-out loss vs alone")
+    fig.colorbar(im, ax=ax, label=f"relative change of held-out {result.metric} vs alone")
     ax.set_title(title or f"interference ({result.method}, {len(result.seeds)} seeds)")
     return _save(fig, path)
 
@@ -174,7 +190,8 @@ def log_result(suite: Suite, result: InterferenceResult, files: list[Path], mode
     run_dir = files[0].parent
     tracker = open_run(suite, f"interference/{model}/{result.method}", tags, run_dir, resume=False)
     tracker.log_params({"interference.languages": ",".join(result.languages),
-                        "interference.seeds": ",".join(map(str, result.seeds))})
+                        "interference.seeds": ",".join(map(str, result.seeds)),
+                        "interference.metric": f"eval/{result.metric}"})
     tracker.log_metrics(result.metrics())
     for f in files:
         tracker.log_artifact(f, "interference")

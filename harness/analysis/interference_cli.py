@@ -1,7 +1,8 @@
 """The `polymoo analyze interference SUITE` subcommand: its arguments and its command (wired in harness/cli/analyze.py).
 
     polymoo analyze interference SUITE [--set key=value ...] [--method joint_sft] [--model M] [--seeds 0,1]
-                                       [--languages a,b,c] [--steps N] [--out DIR] [--no-log]
+                                       [--languages a,b,c] [--steps N] [--metric loss|answer_loss]
+                                       [--out DIR] [--no-log]
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ def add_parser(asub: argparse._SubParsersAction) -> None:
     a.add_argument("--seeds", default=None, help="comma-separated seeds (default: the suite's)")
     a.add_argument("--languages", default=None, help="comma-separated subset of the seen languages")
     a.add_argument("--steps", type=int, default=None, help="training steps (default: the suite's train.steps)")
+    a.add_argument("--metric", choices=["loss", "answer_loss"], default=None,
+                   help="held-out loss compared: answer_loss (the lab's answer words; its default) or loss (every "
+                        "response token; the default elsewhere)")
     a.add_argument("--out", default=None, help="output folder (default results/analysis/interference/<suite>)")
     a.add_argument("--no-log", action="store_true", help="do not log an MLflow run")
 
@@ -34,7 +38,7 @@ def command(args: argparse.Namespace) -> int:
     langs = [x.strip() for x in args.languages.split(",")] if args.languages else None
     model = args.model or suite.models[0]
     out = Path(args.out) if args.out else Path("results") / "analysis" / "interference" / suite.suite.name
-    result = interference_matrix(suite, args.method, model, seeds, langs, work_dir=out / "runs")
+    result = interference_matrix(suite, args.method, model, seeds, langs, work_dir=out / "runs", metric=args.metric)
     files = write_outputs(result, out, f"{suite.suite.name}, {model}, {result.method}")
     print(result.table())
     print(f"\nwritten: {', '.join(str(f) for f in files)}")

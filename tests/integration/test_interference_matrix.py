@@ -37,7 +37,10 @@ def test_lab_matrix_table_heatmap_and_mlflow(tmp_path):
     assert res.languages == ["lab1", "lab2", "lab3"] and all(len(v) == 1 for v in res.alone.values())
     files = write_outputs(res, tmp_path / "out", "lab")
     assert [f.name for f in files] == ["interference.json", "interference.md", "interference.png"]
-    assert json.loads(files[0].read_text())["interference"][0][0] == 0.0
+    recorded = json.loads(files[0].read_text())
+    assert recorded["interference"][0][0] == 0.0
+    assert res.metric == "answer_loss" and recorded["metric"] == "eval/answer_loss"  # the lab's default: answer words
+    assert "| measured \\ with | alone answer_loss |" in res.table()
     assert files[2].stat().st_size > 1000
     run_id = log_result(suite, res, files, "llama")
     from harness.tracking import client
@@ -63,5 +66,14 @@ def test_real_languages_through_the_cli_command(tmp_path, capsys):
                               "--no-log"])
     assert command(args) == 0
     out = capsys.readouterr().out
-    assert "| en |" in out and "| fr |" in out
+    assert "| en |" in out and "| fr |" in out and "alone loss" in out  # real languages: every response token
     assert (tmp_path / "out" / "interference.png").exists()
+    assert json.loads((tmp_path / "out" / "interference.json").read_text())["metric"] == "eval/loss"
+
+
+def test_answer_loss_needs_the_lab_and_metric_names_are_checked(tmp_path):
+    real = _suite(tmp_path, ["en", "de"], {"source": "chatterbot", "max_examples_per_language": 16})
+    with pytest.raises(ValueError, match="answer_loss needs the lab's answer words"):
+        interference_matrix(real, metric="answer_loss")
+    with pytest.raises(ValueError, match="metric 'acc'"):
+        interference_matrix(real, metric="acc")
