@@ -17,6 +17,7 @@ Works on any suite source: the lab (`data.source: interference`) and real langua
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field, replace
 from itertools import combinations
 from pathlib import Path
@@ -104,6 +105,7 @@ def train_and_evaluate(suite: Suite, model_name: str, spec: MethodSpec, seed: in
 
         out |= heldout_accuracy(trained, tok, held, suite.train.max_seq_len, suite.data.item_length,
                                 suite.eval.batch_size)
+    shutil.rmtree(run.checkpoint_dir, ignore_errors=True)  # the matrix keeps losses (a lab matrix: 280 MB of them)
     return out
 
 
@@ -174,7 +176,9 @@ def heatmap(result: InterferenceResult, path: Path, title: str = "") -> Path:
     ax.set_ylabel("language measured")
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, "—" if i == j else f"{matrix[i][j]:+.3f}", ha="center", va="center", fontsize=9)
+            dark = abs(matrix[i][j]) > 0.6 * bound  # white on the saturated cells, readable on either end
+            ax.text(j, i, "—" if i == j else f"{matrix[i][j]:+.3f}", ha="center", va="center", fontsize=9,
+                    color="white" if dark else "black")
     fig.colorbar(im, ax=ax, label=f"relative change of held-out {result.metric} vs alone")
     ax.set_title(title or f"interference ({result.method}, {len(result.seeds)} seeds)")
     return _save(fig, path)

@@ -34,6 +34,8 @@ def test_lab_matrix_table_heatmap_and_mlflow(tmp_path):
     suite = _suite(tmp_path, ["lab1", "lab2", "lab3"], {"source": "interference", "conflict": 0.5, "dissenters": ["lab3"],
                                                          "max_examples_per_language": 16})
     res = interference_matrix(suite, work_dir=tmp_path / "work")
+    assert (tmp_path / "work" / "lab1+lab3" / "seed0").is_dir()
+    assert not list((tmp_path / "work").rglob("checkpoint*"))  # only the losses are kept
     assert res.languages == ["lab1", "lab2", "lab3"] and all(len(v) == 1 for v in res.alone.values())
     files = write_outputs(res, tmp_path / "out", "lab")
     assert [f.name for f in files] == ["interference.json", "interference.md", "interference.png"]
