@@ -14,7 +14,7 @@ is separable by construction (probe ~1, silhouette high) and with shuffled label
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -108,11 +108,16 @@ def mean_pooled_states(model: Any, tokenizer: Any, texts: Sequence[str], batch_s
 
 
 def separability(model: Any, tokenizer: Any, languages: Sequence[str], n_per_language: int | None = None,
-                 folds: int = 5, seed: int = 0) -> Separability:
-    """Probe accuracy and silhouette per layer of `model` on parallel CLDR names in `languages`."""
+                 folds: int = 5, seed: int = 0, texts: Mapping[str, Sequence[str]] | None = None) -> Separability:
+    """Probe accuracy and silhouette per layer of `model` on parallel texts in `languages`: CLDR names by default, or
+    `texts` (the same items in every language, e.g. the interference lab's held-out items, which CLDR cannot name)."""
     if len(languages) < 2:
         raise ValueError("separability needs at least two languages")
-    texts = parallel_texts(list(languages), n_per_language)
+    if texts is None:
+        texts = parallel_texts(list(languages), n_per_language)
+    sizes = {lang: len(texts[lang]) if lang in texts else 0 for lang in languages}
+    if len(set(sizes.values())) != 1 or not sizes[languages[0]]:
+        raise ValueError(f"separability: parallel texts need the same number of items in every language, got {sizes}")
     flat = [t for lang in languages for t in texts[lang]]
     labels = [lang for lang in languages for _ in texts[lang]]
     states = mean_pooled_states(model, tokenizer, flat)

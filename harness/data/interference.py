@@ -136,6 +136,14 @@ def lab_language_data(cfg: DataConfig, languages: Sequence[str]) -> LanguageData
     return LanguageData(train=train, heldout=held)
 
 
+def parallel_texts(cfg: DataConfig, languages: Sequence[str]) -> dict[str, list[str]]:
+    """Every language's held-out items as text, prompt then gloss: the same concept sequences in every language, in
+    one order. The parallel texts of representation probes (harness.analysis.separability), which have no CLDR names
+    for lab languages."""
+    held = lab_language_data(cfg, languages).heldout
+    return {code: [example.prompt + example.response for example in held[code]] for code in languages}
+
+
 def describe(cfg: DataConfig, languages: Sequence[str]) -> dict[str, object]:
     """What the lab generated, for logs and docs: contested / shared concepts and the camps."""
     lab = Lab(cfg)

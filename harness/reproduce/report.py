@@ -114,9 +114,15 @@ def _separability(suite: Suite, out: Path, notes: list[str]) -> dict[str, list[A
     stats: dict[str, list[Any]] = {"probe_acc": [], "silhouette": []}
     seed = suite.seeds[0]
     langs = list(suite.languages.all)
+    texts = None  # CLDR names; the lab's languages have none: their parallel held-out items instead
+    if suite.data.source == "interference":
+        from harness.data.interference import parallel_texts
+
+        texts = parallel_texts(suite.data, langs)
+        notes.append("separability: on the lab's parallel held-out items (prompt and gloss), not CLDR names")
     for model_name in suite.models:
         base, tok = load_model(model_name, suite.scale, suite.train.weights_dtype, init=suite.init)
-        before = separability(base, tok, langs)
+        before = separability(base, tok, langs, texts=texts)
         curves = {"before (base)": {"probe_acc": before.probe_acc, "silhouette": before.silhouette}}
         for spec in suite.methods:
             final = run_dir_for(suite, model_name, spec, seed) / "final"
@@ -124,7 +130,7 @@ def _separability(suite: Suite, out: Path, notes: list[str]) -> dict[str, list[A
                 notes.append(f"separability: no saved model at {final} (train.save_model false?)")
                 continue
             model, tok2, _ = load_checkpoint(final, suite.train.dtype)
-            after = separability(model, tok2, langs)
+            after = separability(model, tok2, langs, texts=texts)
             curves[spec.display] = {"probe_acc": after.probe_acc, "silhouette": after.silhouette}
             for stat in stats:
                 delta = float(np.mean(getattr(after, stat)) - np.mean(getattr(before, stat)))

@@ -107,11 +107,13 @@ def select_runs(suite: Suite, runs: Any) -> Any:
 
 def run_or_read(suite: Suite, from_mlflow: bool, resume: bool, with_separability: bool) -> tuple[Suite, Any]:
     """Train the suite (saving the final models when separability needs them) unless `from_mlflow`, then read
-    its runs back; returns the suite as run and one finished run per (model, method, seed)."""
+    its runs back; returns the suite as run and one finished run per (model, method, seed). Reading back expects
+    the same settings as training would use (`save_model` included), so `--from-mlflow` finds the runs a previous
+    reproduce trained, and separability only reads runs whose models were saved."""
     from harness.leaderboard.collect import suite_runs
 
+    suite = replace(suite, train=replace(suite.train, save_model=suite.train.save_model or with_separability))
     if not from_mlflow:
-        suite = replace(suite, train=replace(suite.train, save_model=suite.train.save_model or with_separability))
         if suite.distributed.nproc > 1 and "LOCAL_RANK" not in os.environ:
             launch_suite(suite, resume)
         else:

@@ -60,3 +60,29 @@ def test_model_separability_per_layer():
     assert res.probe_acc[0] > res.chance
     m = res.metrics("analysis/before")
     assert "analysis/before/probe_acc/layer0" in m and "analysis/before/silhouette/mean" in m
+
+
+def test_lab_languages_get_their_parallel_held_out_items():
+    """CLDR names no lab language; the lab's held-out items are parallel by construction and stand in for them."""
+    from harness.config import DataConfig
+    from harness.data.interference import parallel_texts as lab_texts
+
+    cfg = DataConfig(source="interference", conflict=0.75, dissenters=("lab3",), max_examples_per_language=40)
+    texts = lab_texts(cfg, ["lab1", "lab2", "lab3"])
+    assert {len(v) for v in texts.values()} == {8}  # heldout_fraction 0.2 of 40
+    assert texts["lab1"] == texts["lab2"]  # relatedness 1, the same camp: one text
+    assert texts["lab1"] != texts["lab3"]  # the dissenter glosses contested words otherwise
+    with pytest.raises(ValueError, match="expected only letters"):
+        parallel_texts(["lab1", "lab3"])
+
+
+@pytest.mark.slow
+def test_model_separability_on_given_texts():
+    from harness.models.loading import load_model
+
+    model, tok = load_model("llama", "tiny")
+    texts = {"a": [f" item {i} one" for i in range(12)], "b": [f" item {i} two" for i in range(12)]}
+    res = separability(model, tok, ["a", "b"], texts=texts)
+    assert res.n_per_language == 12 and len(res.probe_acc) == model.config.num_hidden_layers + 1
+    with pytest.raises(ValueError, match="same number of items"):
+        separability(model, tok, ["a", "b"], texts={"a": texts["a"], "b": texts["b"][:5]})

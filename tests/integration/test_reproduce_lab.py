@@ -56,3 +56,22 @@ def test_lab_report_has_verdicts(tmp_path, monkeypatch):
     assert lab["language_specific_dimensions"]["verdict"] == "not measured"  # separability off
     md = (report / "report.md").read_text()
     assert "## Lab verdicts" in md and "Lab scale runs tiny twins" in md
+
+
+def test_lab_separability_and_reading_the_runs_back(tmp_path, monkeypatch):
+    """With separability (the default): the lab's languages are probed on their parallel held-out items (CLDR names
+    none of them), and `--from-mlflow` then finds the runs the first reproduce trained (with their saved models)."""
+    from tests._store import copy_store
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", copy_store(tmp_path / "store"))
+    monkeypatch.setenv("POLYMOO_RESULTS", str(tmp_path / "results"))
+    args = ("bkmoo", "lab", [*SMALL, f"output_dir={tmp_path / 'runs'}"], ["joint_sft", "bkmoo-mgda"])
+    trained = reproduce(*args, out_root=tmp_path / "reproduce", log=False)
+    data = json.loads((trained / "report.json").read_text())
+    separability = {v["id"]: v for v in data["lab_verdicts"]}["language_specific_dimensions"]
+    assert separability["verdict"] != "not measured"
+    assert "parallel held-out items" in (trained / "report.md").read_text()
+    assert (trained / "separability_llama3.1-8b.json").exists()
+    read = reproduce(*args, from_mlflow=True, out_root=tmp_path / "read", log=False)
+    again = json.loads((read / "report.json").read_text())
+    assert again["runs"] == 4 and again["lab_verdicts"] == data["lab_verdicts"]
