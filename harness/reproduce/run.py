@@ -64,13 +64,20 @@ def load_paper_suite(paper: str, scale: str, overrides: list[str] | None = None,
     return suite
 
 
+# settings that decide which files a run leaves behind, not what it trains or measures: a run is the suite's whatever
+# they were (`reproduce` saves the final models when separability needs them; `polymoo run` may not have)
+FILES_ONLY = frozenset({"train.save_model", "train.save_every"})
+
+
 def with_suite_settings(suite: Suite, runs: Any) -> Any:
     """The runs whose logged settings are the suite's as it stands (`tracking.config_params`): a run made with other
     settings (another `--set`, an edited suite) is never read back as this suite's. A setting a run did not log
-    (a key added to the schema later) does not exclude it."""
+    (a key added to the schema later) does not exclude it, nor does one of `FILES_ONLY`."""
     from harness.tracking import config_params
 
     for key, value in config_params(suite).items():
+        if key in FILES_ONLY:
+            continue
         column = f"params.{key}"
         if column in runs.columns:
             logged = runs[column]
@@ -107,13 +114,11 @@ def select_runs(suite: Suite, runs: Any) -> Any:
 
 def run_or_read(suite: Suite, from_mlflow: bool, resume: bool, with_separability: bool) -> tuple[Suite, Any]:
     """Train the suite (saving the final models when separability needs them) unless `from_mlflow`, then read
-    its runs back; returns the suite as run and one finished run per (model, method, seed). Reading back expects
-    the same settings as training would use (`save_model` included), so `--from-mlflow` finds the runs a previous
-    reproduce trained, and separability only reads runs whose models were saved."""
+    its runs back; returns the suite as run and one finished run per (model, method, seed)."""
     from harness.leaderboard.collect import suite_runs
 
-    suite = replace(suite, train=replace(suite.train, save_model=suite.train.save_model or with_separability))
     if not from_mlflow:
+        suite = replace(suite, train=replace(suite.train, save_model=suite.train.save_model or with_separability))
         if suite.distributed.nproc > 1 and "LOCAL_RANK" not in os.environ:
             launch_suite(suite, resume)
         else:

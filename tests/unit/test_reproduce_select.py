@@ -31,3 +31,14 @@ def test_a_later_run_with_other_settings_is_not_read_back():
     assert set(picked["start_time"]) == {1} and len(picked) == len(suite.models) * len(suite.methods) * len(suite.seeds)
     with pytest.raises(ValueError, match="with the suite's current settings"):
         select_runs(suite, _runs(suite, {2: "0.5"}))
+
+
+def test_settings_that_only_decide_saved_files_do_not_exclude_a_run():
+    """`reproduce` saves the final models for separability; runs made without saving them are the same runs."""
+    suite = load_suite(REPO / "suites" / "quickstart.yaml")
+    params = config_params(suite)
+    runs = _runs(suite, {1: params["train.lr"]})
+    flipped = "False" if params["train.save_model"] == "True" else "True"
+    other_files = runs.assign(**{"params.train.save_model": flipped, "params.train.save_every": "7"})
+    assert params["train.save_every"] != "7"
+    assert len(select_runs(suite, other_files)) == len(runs)
