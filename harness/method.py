@@ -56,6 +56,12 @@ class RunContext:
     def checkpoint_dir(self) -> Path:
         return self.run_dir / "checkpoints"
 
+    def drop_checkpoints(self) -> None:
+        """Once a run is finished and evaluated: its optimizer checkpoints only serve resumption."""
+        import shutil
+
+        shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+
 
 @dataclass
 class TrainOutcome:

@@ -183,7 +183,7 @@ def _train_evaluate_record(suite: Suite, model_name: str, spec: MethodSpec, seed
 
         log_run_plots(tracker, suite, metrics, run_dir / "plots")
         (run_dir / "DONE").write_text(json.dumps({"run_id": tracker.run_id, "metrics": metrics}))
-        _drop_checkpoints(run_dir)
+        run.drop_checkpoints()
     tracker.finish("FINISHED")
     return RunResult(model_name, spec.display, seed, tracker.run_id, "FINISHED", metrics)
 
@@ -208,11 +208,6 @@ def log_datasets(tracker: Tracker, suite: Suite, data: Any) -> None:
     for split, rows, context in (("train", data.train, "training"), ("heldout", data.heldout, "evaluation")):
         profile = {"fingerprint": digest, "examples": {lang: len(v) for lang, v in sorted(rows.items())}}
         tracker.log_dataset(f"{cfg.source}/{split}", digest, source, profile, context)
-
-
-def _drop_checkpoints(run_dir: Path) -> None:
-    """Finished runs keep their metrics and artifacts; optimizer checkpoints only serve resumption."""
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
 
 
 def describe_results(results: list[RunResult]) -> list[dict[str, Any]]:

@@ -17,7 +17,6 @@ Works on any suite source: the lab (`data.source: interference`) and real langua
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field, replace
 from itertools import combinations
 from pathlib import Path
@@ -105,7 +104,7 @@ def train_and_evaluate(suite: Suite, model_name: str, spec: MethodSpec, seed: in
 
         out |= heldout_accuracy(trained, tok, held, suite.train.max_seq_len, suite.data.item_length,
                                 suite.eval.batch_size)
-    shutil.rmtree(run.checkpoint_dir, ignore_errors=True)  # the matrix keeps losses (a lab matrix: 280 MB of them)
+    run.drop_checkpoints()  # the matrix keeps losses (a lab matrix: 280 MB of checkpoints otherwise)
     return out
 
 
