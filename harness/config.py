@@ -22,6 +22,8 @@ CACHE_VERSION = 1
 # The languages of the controlled-interference lab (`data.source: interference`): synthetic, generated offline.
 LAB_LANGUAGES: frozenset[str] = frozenset(f"lab{i}" for i in range(1, 9))
 LAB_MAX_CONCEPTS = 40  # every lab language needs its own single-token surface word per concept (harness.data.interference)
+LAB_ANSWER_VOCABULARIES = ("inputs", "separate")  # answers written with the input words, or with words of their own
+LAB_MAX_CONCEPTS_SEPARATE = 22  # separate answer words double the single-token words a concept needs
 
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")  # names that become folder names under output_dir
@@ -94,6 +96,7 @@ class DataConfig:
     dissenters: tuple[str, ...] = ()  # languages that demand the alternative answer on contested concepts
     concepts: int = 8  # few concepts: the lab converges within ~100 steps (docs/interference_lab.md)
     item_length: int = 4  # concepts per item (words in the prompt and in the answer)
+    answer_vocabulary: str = "inputs"  # "separate": answers never appear as inputs (docs/interference_lab.md, v5)
 
     def check(self) -> list[tuple[str, str]]:
         out = []
@@ -112,7 +115,7 @@ class DataConfig:
         out = []
         if self.source != "interference":
             defaults = DataConfig()
-            for key in ("seed", "conflict", "relatedness", "dissenters", "concepts", "item_length"):
+            for key in ("seed", "conflict", "relatedness", "dissenters", "concepts", "item_length", "answer_vocabulary"):
                 if getattr(self, key) != getattr(defaults, key):
                     out.append((key, f"only used by source: interference (the source is {self.source!r})"))
             return out
@@ -123,6 +126,12 @@ class DataConfig:
             out.append(("concepts", f"expected an integer in [2, {LAB_MAX_CONCEPTS}], got {self.concepts}"))
         if self.item_length <= 0:
             out.append(("item_length", f"expected a positive integer, got {self.item_length}"))
+        if self.answer_vocabulary not in LAB_ANSWER_VOCABULARIES:
+            out.append(("answer_vocabulary", f"expected one of {list(LAB_ANSWER_VOCABULARIES)}, "
+                                             f"got {self.answer_vocabulary!r}{suggest(self.answer_vocabulary, LAB_ANSWER_VOCABULARIES)}"))
+        elif self.answer_vocabulary == "separate" and self.concepts > LAB_MAX_CONCEPTS_SEPARATE:
+            out.append(("concepts", f"answer_vocabulary 'separate' allows at most {LAB_MAX_CONCEPTS_SEPARATE} "
+                                    f"concepts, got {self.concepts}"))
         for i, code in enumerate(self.dissenters):
             if code not in LAB_LANGUAGES:
                 out.append((f"dissenters[{i}]", f"not a lab language: {code!r}{suggest(code, LAB_LANGUAGES)}"))
@@ -363,7 +372,7 @@ class Suite:
 _ADDED_LATER: dict[str, Any] = {
     "init": "random",
     "data": {"examples_per_language": {}, "seed": 0, "conflict": 0.0, "relatedness": 1.0, "dissenters": [],
-             "concepts": 8, "item_length": 4},
+             "concepts": 8, "item_length": 4, "answer_vocabulary": "inputs"},
     "eval": {"bootstrap_iters": 100},
     "train": {"grad_engine": "loop", "master_weights": True, "gradient_checkpointing": False},
     "distributed": {"eval_timeout_s": 86400, "engine": "ddp"},

@@ -49,12 +49,18 @@ class Lab:
 
     cfg: DataConfig
 
+    @property
+    def _slots(self) -> int:
+        """Words per concept: input words in slots 0..SLOTS-1 and, with separate answer words, answer words in the
+        next SLOTS (the input words keep their places, so the default construction is unchanged)."""
+        return SLOTS * (2 if self.cfg.answer_vocabulary == "separate" else 1)
+
     @functools.cached_property
     def _words(self) -> list[str]:
         pool = list(word_pool())
-        if len(pool) < SLOTS * self.cfg.concepts:
+        if len(pool) < self._slots * self.cfg.concepts:
             raise ValueError(f"data.concepts {self.cfg.concepts}: the tokenizer has {len(pool)} single-token words, "
-                             f"enough for {len(pool) // SLOTS} concepts ({SLOTS} words each)")
+                             f"enough for {len(pool) // self._slots} concepts ({self._slots} words each)")
         _rng(self.cfg, "words").shuffle(pool)
         return pool
 
@@ -81,11 +87,13 @@ class Lab:
         shift = 1 + _rng(self.cfg, "dissent").randrange(n - 1)  # a cyclic shift of the agreed map: never equal
         return tuple(agreed), tuple(agreed[(c + shift) % n] for c in range(n))
 
-    def surface(self, code: str) -> tuple[str, ...]:
-        """The word of every concept in language `code` (slot 0: shared words; slot i: lab<i>'s own words)."""
+    def surface(self, code: str, answer: bool = False) -> tuple[str, ...]:
+        """The word of every concept in language `code` (slot 0: shared words; slot i: lab<i>'s own words); with
+        `answer` and separate answer words, the words an answer is written with (the same sharing)."""
         slot = int(code.removeprefix("lab"))
         n = self.cfg.concepts
-        return tuple(self._words[c] if c in self.shared else self._words[slot * n + c] for c in range(n))
+        base = SLOTS * n if answer and self.cfg.answer_vocabulary == "separate" else 0
+        return tuple(self._words[base + (0 if c in self.shared else slot * n) + c] for c in range(n))
 
     def answer_map(self, code: str) -> tuple[int, ...]:
         agreed, dissent = self.answers
@@ -94,9 +102,9 @@ class Lab:
         return tuple(dissent[c] if c in self.contested else agreed[c] for c in range(self.cfg.concepts))
 
     def example(self, code: str, items: Sequence[int]) -> Example:
-        words, answer = self.surface(code), self.answer_map(code)
+        words, answer_words, answer = self.surface(code), self.surface(code, answer=True), self.answer_map(code)
         prompt = " " + " ".join(words[c] for c in items)  # the leading space keeps every word its Ġ-token
-        response = " " + " ".join(f"{words[c]} {words[answer[c]]}" for c in items)  # gloss: word, then its answer
+        response = " " + " ".join(f"{words[c]} {answer_words[answer[c]]}" for c in items)  # gloss: word, its answer
         return Example(code, prompt, response)
 
 

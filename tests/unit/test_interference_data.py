@@ -75,10 +75,31 @@ def test_every_word_is_one_token():
     from harness.models.tokenizer import offline_tokenizer
 
     tok = offline_tokenizer()
-    lab = Lab(_cfg(relatedness=0.3))
+    lab = Lab(_cfg(relatedness=0.3, answer_vocabulary="separate", concepts=22))
     for x in ["lab1", "lab8"]:
-        for w in lab.surface(x):
+        for w in lab.surface(x) + lab.surface(x, answer=True):
             assert len(tok(" " + w, add_special_tokens=False)["input_ids"]) == 1, w
+
+
+def test_separate_answer_words_are_never_inputs_and_keep_the_conflict():
+    cfg = _cfg(conflict=0.5, relatedness=0.5, dissenters=("lab3",), answer_vocabulary="separate")
+    lab, data = Lab(cfg), lab_language_data(cfg, LANGS)
+    inputs = {w for x in LANGS for w in lab.surface(x)}
+    answers = {w for x in LANGS for w in lab.surface(x, answer=True)}
+    assert not inputs & answers
+    for x in LANGS:
+        for ex in data.train[x] + data.heldout[x]:
+            words = ex.response.split()
+            assert ex.prompt.split() == words[0::2] and set(words[1::2]) <= answers
+            assert all(lab.surface(x, answer=True)[lab.answer_map(x)[c]] == a
+                       for c, a in ((lab.surface(x).index(w), a) for w, a in zip(words[0::2], words[1::2])))
+    # the same items, concepts, camps and contested set as with the input words: only the answers' spelling moves
+    inputs_cfg = _cfg(conflict=0.5, relatedness=0.5, dissenters=("lab3",))
+    assert Lab(inputs_cfg).contested == lab.contested and Lab(inputs_cfg).surface("lab2") == lab.surface("lab2")
+    same = lab_language_data(inputs_cfg, LANGS)
+    assert [e.prompt for e in same.train["lab3"]] == [e.prompt for e in data.train["lab3"]]
+    shared = {w for w in lab.surface("lab1", answer=True)} & {w for w in lab.surface("lab2", answer=True)}
+    assert len(shared) == len(lab.shared)  # relatedness applies to the answer words too
 
 
 BASE = {"suite": {"name": "t"}, "models": ["llama"], "methods": [{"name": "joint_sft"}], "eval": {"tasks": []}}
@@ -95,6 +116,10 @@ BASE = {"suite": {"name": "t"}, "models": ["llama"], "methods": [{"name": "joint
     ({"source": "chatterbot", "conflict": 0.5}, ["en", "fr"], "only used by source: interference"),
     ({"source": "interference", "examples_per_language": {"lab3": 5}}, ["lab1", "lab2"], "not a language of the suite"),
     ({"source": "interference", "examples_per_language": {"lab2": 0}}, ["lab1", "lab2"], "expected a positive integer"),
+    ({"source": "interference", "answer_vocabulary": "seperate"}, ["lab1", "lab2"], "did you mean 'separate'"),
+    ({"source": "interference", "answer_vocabulary": "separate", "concepts": 30}, ["lab1", "lab2"],
+     "answer_vocabulary 'separate' allows at most 22 concepts"),
+    ({"source": "chatterbot", "answer_vocabulary": "separate"}, ["en", "fr"], "only used by source: interference"),
 ])
 def test_knobs_are_validated_with_clear_errors(data, langs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -107,6 +132,7 @@ def test_lab_suite_validates_and_keeps_old_hashes_stable():
     assert suite.resolved()["data"]["conflict"] == 0.5
     plain = suite_from_data({**BASE, "languages": {"seen": ["en", "fr"]}})
     assert "conflict" not in plain.resolved()["data"] and "init" not in plain.resolved()
+    assert "answer_vocabulary" not in suite.resolved()["data"]  # at its default: v1-v4 lab hashes unchanged
 
 
 class _AnswerOracle:
