@@ -363,10 +363,29 @@ def open_run(suite: Suite, run_name: str, tags: dict[str, Any], run_dir: Path, r
 IDENTITY_KEYS = ("models", "methods", "seeds")
 
 
+# Settings that decide only where a run is tracked and written and which files it leaves, not what it trains or
+# measures (prefixes of flattened keys).
+NOT_RESULT_SETTINGS = ("suite.description", "tracking.", "output_dir", "train.save_model", "train.save_every")
+
+
+def resolved_params(resolved: dict[str, Any]) -> dict[str, str]:
+    """A resolved suite's settings as MLflow params: flattened, without the identity lists."""
+    return {k: str(v)[:MAX_PARAM_LEN] for k, v in flatten(resolved).items() if k.split(".")[0] not in IDENTITY_KEYS}
+
+
 def config_params(suite: Suite) -> dict[str, str]:
     """The suite's settings as MLflow params: the resolved config flattened, without the identity lists."""
-    return {k: str(v)[:MAX_PARAM_LEN] for k, v in flatten(suite.resolved()).items()
-            if k.split(".")[0] not in IDENTITY_KEYS}
+    return resolved_params(suite.resolved())
+
+
+def result_setting_changes(recorded: dict[str, Any], suite: Suite) -> dict[str, tuple[str, str]]:
+    """{key: (the run's, the suite's)} for every setting that can change a result and differs between a run's resolved
+    config (its config.yaml) and the suite's; a key on one side only counts (a key at its default is left out of a
+    resolved config, so a run without `data.answer_vocabulary` ran the default)."""
+    absent = "(absent)"
+    run, now = resolved_params(recorded), config_params(suite)
+    return {k: (run.get(k, absent), now.get(k, absent)) for k in sorted(run.keys() | now.keys())
+            if not k.startswith(NOT_RESULT_SETTINGS) and run.get(k, absent) != now.get(k, absent)}
 
 
 def config_changes(suite: Suite, recorded: dict[str, str]) -> dict[str, tuple[str, str]]:

@@ -17,20 +17,44 @@ import json
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from harness.analysis.stats import mean_se, paired_test
-from harness.config import Suite
+from harness.config import MethodSpec, Suite
+from harness.tracking import result_setting_changes
+from harness.validate import to_dict
 
 
 def collect(suite: Suite, model: str | None = None) -> dict[str, dict[int, dict[str, float]]]:
-    """method label -> seed -> metrics, for every finished run of the suite's first (or given) model."""
+    """method label -> seed -> metrics, for every finished run of the suite's first (or given) model. A run made with
+    other settings than the suite's as it stands (another `--set`, an older version of the suite) is refused, naming
+    the keys: a paired test must compare the methods, not two settings."""
     root = Path(suite.output_dir) / suite.suite.name / (model or suite.models[0])
     out: dict[str, dict[int, dict[str, float]]] = {}
     for spec in suite.methods:
         for seed in suite.seeds:
             done = root / spec.display / f"seed{seed}" / "DONE"
             if done.exists():
+                check_settings(done.parent, suite, spec)
                 out.setdefault(spec.display, {})[seed] = json.loads(done.read_text())["metrics"]
     return out
+
+
+def check_settings(run_dir: Path, suite: Suite, spec: MethodSpec) -> None:
+    """ValueError unless the run in `run_dir` (its config.yaml) was made with the suite's settings and method entry."""
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        raise ValueError(f"{run_dir}: no config.yaml, so its settings cannot be checked against {suite.suite.name}'s")
+    recorded = yaml.safe_load(path.read_text())
+    changes = result_setting_changes(recorded, suite)
+    entries = [m for m in recorded.get("methods", []) if (m.get("label") or m.get("name")) == spec.display]
+    wanted = to_dict(spec)
+    if [e for e in entries if e != wanted] or not entries:
+        changes["methods." + spec.display] = (str(entries[0] if entries else "(absent)"), str(wanted))
+    if changes:
+        listed = "; ".join(f"{k}: {run} (run) vs {now} (suite)" for k, (run, now) in changes.items())
+        raise ValueError(f"{run_dir} was made with other settings than suite {suite.suite.name} now: {listed}. "
+                         "Rerun it, or pass the run's settings with --set, or read another output_dir")
 
 
 METRICS = ("answer_loss", "loss")

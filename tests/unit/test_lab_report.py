@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -17,9 +18,14 @@ def _suite(tmp_path):
         "methods": [{"name": "joint_sft"}, {"name": "mgda"}], "seeds": [0, 1, 2], "output_dir": str(tmp_path)})
 
 
-def _done(tmp_path, method, seed, lab1, lab3):
+def _done(tmp_path, method, seed, lab1, lab3, made_by=None):
+    """A finished run as the runner leaves it: DONE and the resolved suite it ran (`made_by`, else the test suite)."""
+    import yaml
+
     folder = tmp_path / "lab" / "llama" / method / f"seed{seed}"
     folder.mkdir(parents=True)
+    suite = (made_by or _suite(tmp_path)).with_only(method=method, seed=seed)
+    (folder / "config.yaml").write_text(yaml.safe_dump(suite.resolved(), sort_keys=False))
     metrics = {"eval/loss/lab1": lab1, "eval/loss/lab3": lab3, "eval/acc/lab1": 0.5, "eval/acc/lab3": 0.25,
                "eval/answer_loss/lab1": lab1 / 2, "eval/answer_loss/lab3": lab3 / 2}
     (folder / "DONE").write_text(json.dumps({"run_id": "x", "metrics": metrics}))
@@ -43,8 +49,8 @@ def test_worst_language_paired_by_seed(tmp_path, capsys):
 
 def test_missing_metric_names_the_fix(tmp_path):
     suite = _suite(tmp_path)
+    _done(tmp_path, "joint_sft", 0, 1.0, 2.0)
     folder = tmp_path / "lab" / "llama" / "joint_sft" / "seed0"
-    folder.mkdir(parents=True)
     (folder / "DONE").write_text(json.dumps({"metrics": {"eval/loss/lab1": 1.0, "eval/loss/lab3": 2.0}}))
     with pytest.raises(ValueError, match="--metric loss"):
         compare(suite)
@@ -63,3 +69,41 @@ def test_main_writes_json(tmp_path, capsys):
     assert json.loads((tmp_path / "r.json").read_text())["methods"]["joint_sft"]["worst_loss"] == [2.0, 3.0]
     with pytest.raises(ValueError, match="no finished"):
         compare(suite_from_data({**suite.resolved(), "methods": [{"name": "mgda"}], "output_dir": str(tmp_path / "no")}))
+
+
+def _variant(tmp_path, **changes):
+    data = _suite(tmp_path).resolved()
+    for key, value in changes.items():
+        section, _, name = key.partition("__")
+        data[section] = {**data[section], name: value} if name else value
+    return suite_from_data(data)
+
+
+@pytest.mark.parametrize(("changes", "named"), [
+    ({"data__conflict": 0.25}, "data.conflict: 0.25 (run) vs 0.5 (suite)"),
+    ({"data__answer_vocabulary": "separate"}, "data.answer_vocabulary: separate (run) vs (absent) (suite)"),
+    ({"suite__version": 2}, "suite.version: 2 (run) vs 1 (suite)"),
+    ({"train__lr": 0.5}, "train.lr: 0.5 (run)"),
+    ({"methods": [{"name": "joint_sft"}, {"name": "mgda", "options": {"normalize": "l2"}}]}, "methods.mgda"),
+])
+def test_a_run_made_with_other_settings_is_refused_by_name(tmp_path, changes, named):
+    _done(tmp_path, "joint_sft", 0, 1.0, 2.0)
+    _done(tmp_path, "mgda", 0, 1.0, 1.5, made_by=_variant(tmp_path, **changes))
+    with pytest.raises(ValueError, match=re.escape(named)) as error:
+        compare(_suite(tmp_path), metric="loss")
+    assert "mgda/seed0 was made with other settings" in str(error.value)
+
+
+def test_settings_that_decide_no_result_do_not_exclude_a_run(tmp_path):
+    _done(tmp_path, "joint_sft", 0, 1.0, 2.0)
+    _done(tmp_path, "mgda", 0, 1.0, 1.5, made_by=_variant(
+        tmp_path, suite={"name": "lab", "version": 1, "description": "another"}, output_dir="/elsewhere",
+        train__save_model=True))
+    assert compare(_suite(tmp_path).with_only(seed=0), metric="loss")["methods"]["mgda"]["worst_loss"] == [1.5]
+
+
+def test_a_run_without_its_config_cannot_be_checked(tmp_path):
+    _done(tmp_path, "joint_sft", 0, 1.0, 2.0)
+    (tmp_path / "lab" / "llama" / "joint_sft" / "seed0" / "config.yaml").unlink()
+    with pytest.raises(ValueError, match="no config.yaml"):
+        compare(_suite(tmp_path), metric="loss")
