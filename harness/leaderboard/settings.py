@@ -22,11 +22,12 @@ import json
 import math
 from typing import Any
 
+from harness.tracking import NOT_RESULT_SETTINGS
+
 SETTINGS_COL = "polymoo_settings"  # added columns: hash of suite params + method options, and suite params only
 SHARED_COL = "polymoo_shared"
 OPTIONS_PARAM = "run.method_options"
-IGNORED = ("suite.description", "tracking.", "output_dir", "train.save_model", "train.save_every",
-           "eval.bootstrap_iters")
+IGNORED = (*NOT_RESULT_SETTINGS, "eval.bootstrap_iters")
 NOT_LOGGED = "(not logged)"
 
 

@@ -64,24 +64,23 @@ def load_paper_suite(paper: str, scale: str, overrides: list[str] | None = None,
     return suite
 
 
-# settings that decide which files a run leaves behind, not what it trains or measures: a run is the suite's whatever
-# they were (`reproduce` saves the final models when separability needs them; `polymoo run` may not have)
-FILES_ONLY = frozenset({"train.save_model", "train.save_every"})
-
-
 def with_suite_settings(suite: Suite, runs: Any) -> Any:
     """The runs whose logged settings are the suite's as it stands (`tracking.config_params`): a run made with other
-    settings (another `--set`, an edited suite) is never read back as this suite's. A setting a run did not log
-    (a key added to the schema later) does not exclude it, nor does one of `FILES_ONLY`."""
-    from harness.tracking import config_params
+    settings (another `--set`, an edited suite) is never read back as this suite's. A key the suite leaves at its
+    default is absent from its params (`config._ADDED_LATER`), so a run that logged it ran another value. A setting a
+    run did not log (a key added to the schema later) does not exclude it, nor does one that decides only where a run
+    is written or which files it leaves (`tracking.NOT_RESULT_SETTINGS`: `reproduce` saves the final models when
+    separability needs them; `polymoo run` may not have)."""
+    from harness.tracking import NOT_RESULT_SETTINGS, config_params
 
-    for key, value in config_params(suite).items():
-        if key in FILES_ONLY:
+    wanted = config_params(suite)
+    for column in runs.columns:
+        key = str(column).removeprefix("params.")
+        if key == column or key.startswith(("version.", "run.", *NOT_RESULT_SETTINGS)):
             continue
-        column = f"params.{key}"
-        if column in runs.columns:
-            logged = runs[column]
-            runs = runs[logged.isna() | (logged.astype(str) == value)]
+        logged = runs[column]
+        keep = logged.isna() | (logged.astype(str) == wanted[key]) if key in wanted else logged.isna()
+        runs = runs[keep]
     return runs
 
 

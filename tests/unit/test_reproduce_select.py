@@ -42,3 +42,15 @@ def test_settings_that_only_decide_saved_files_do_not_exclude_a_run():
     other_files = runs.assign(**{"params.train.save_model": flipped, "params.train.save_every": "7"})
     assert params["train.save_every"] != "7"
     assert len(select_runs(suite, other_files)) == len(runs)
+
+
+def test_a_run_with_a_setting_the_suite_leaves_at_its_default_is_not_read_back():
+    """`data.answer_vocabulary` at its default is absent from the suite's params; a run that logged it ran another."""
+    suite = load_suite(REPO / "suites" / "quickstart.yaml")
+    runs = _runs(suite, {1: config_params(suite)["train.lr"]})
+    assert "data.answer_vocabulary" not in config_params(suite)
+    other = runs.assign(**{"params.data.answer_vocabulary": "separate"})
+    with pytest.raises(ValueError, match="with the suite's current settings"):
+        select_runs(suite, other)
+    moved = runs.assign(**{"params.output_dir": "/elsewhere", "params.suite.description": "edited"})
+    assert len(select_runs(suite, moved)) == len(runs)  # where a run was written decides none of its numbers
