@@ -1,6 +1,7 @@
 """The single place that chooses how a built-in method runs, from the run's settings.
 
-- preference methods: the self-rewarding DPO loop (:mod:`harness.preference.loop`) with the method's pair filter;
+- preference methods: the self-rewarding DPO loop (:mod:`harness.preference.loop`) with the method's pair filter,
+  after a joint SFT stage when the options ask for one (`sft_first`);
 - gradient methods: the single-process HF Trainer path (:func:`harness.train.sft.train_sft`) when the run has one
   process, DDP with a communication hook (:func:`harness.distributed.train_distributed`) under torchrun.
 
@@ -9,6 +10,7 @@ A method never picks its own engine: it hands over plain data (its combiner or i
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from harness.method import RunContext, TrainOutcome
@@ -55,15 +57,34 @@ def execute(method: ExecutedMethod, run: RunContext, options: Any) -> TrainOutco
     if method.kind == "preference":
         from harness.preference.loop import SelfRewardingLoop
 
-        return SelfRewardingLoop(run, options, method.build(options, run)).execute()
-    combiner = method.build(options, run)
+        sft_metrics: dict[str, float] = {}
+        if options.sft_first:
+            run, sft_metrics = sft_stage(run)
+        outcome = SelfRewardingLoop(run, options, method.build(options, run)).execute()
+        return TrainOutcome(model=outcome.model, metrics={**sft_metrics, **outcome.metrics})
+    model, metrics = train_gradient(run, method.build(options, run))
+    return TrainOutcome(model=model, metrics=metrics)
+
+
+def train_gradient(run: RunContext, combiner: Any) -> tuple[Any, dict[str, float]]:
+    """Train run.model with a gradient method's combiner (None: joint SFT) on the engine the run's settings choose."""
     if choose_engine(run) == "ddp":
         from harness.distributed import train_distributed
 
         plan = gradient_plan(combiner)
-        model, metrics = train_distributed(run, plan, resolve_hook(plan, run.suite.distributed.hook))
-    else:
-        from harness.train.sft import train_sft
+        return train_distributed(run, plan, resolve_hook(plan, run.suite.distributed.hook))
+    from harness.train.sft import train_sft
 
-        model, metrics = train_sft(run, combiner=combiner)
-    return TrainOutcome(model=model, metrics=metrics)
+    return train_sft(run, combiner=combiner)
+
+
+def sft_stage(run: RunContext) -> tuple[RunContext, dict[str, float]]:
+    """A preference method's `sft_first` stage: joint SFT with the suite's train settings, exactly a joint SFT run of
+    the same seed, then the loop starts from its model. The loop keeps no checkpoints, so a resumed run starts over
+    from the base: the interrupted attempt's points and checkpoints are dropped first."""
+    if run.resume:
+        run.tracker.restart_from_step(0)
+        run.drop_checkpoints()
+        run = replace(run, resume=False)
+    model, metrics = train_gradient(run, None)
+    return replace(run, model=model), metrics

@@ -38,6 +38,10 @@ class LoopOptions:
     dpo_epochs: float = option(1.0, "reconstruction", "DPO epochs over the kept pairs per iteration")
     dpo_batch_size: int = option(4, "harness", "pairs per DPO step")
     dpo_lr: float | None = option(None, "harness", "DPO learning rate (null: the suite's train.lr)")
+    sft_first: bool = option(False, "reconstruction",
+                             "start the loop from an SFT model, as the self-rewarding recipe does (its M1): joint SFT "
+                             "on the seen languages with the suite's train settings (train.steps, lr, schedule, batch), "
+                             "then the iterations; needs dpo_lr, since train.lr is then the SFT stage's")
     dpo_max_length: int | None = option(None, "harness",
                                         "DPO max sequence length (null: train.max_seq_len + max_new_tokens)")
     eval_each_iteration: bool = option(True, "harness",
@@ -69,4 +73,6 @@ class LoopOptions:
             out.append(("dpo_epochs", f"expected a positive number, got {self.dpo_epochs}"))
         if self.win_rate_prompts_per_language < 0:
             out.append(("win_rate_prompts_per_language", "expected >= 0"))
+        if self.sft_first and self.dpo_lr is None:
+            out.append(("dpo_lr", "sft_first needs an explicit DPO learning rate: train.lr is the SFT stage's"))
         return out
