@@ -8,6 +8,9 @@ on the answer map, except on the contested concepts (a fraction `conflict` of th
 another answer. With shared surface words (`relatedness` 1) a contested word is one input token that the two camps
 map to two different output tokens: their gradients on it point in opposite directions, and nothing in the prompt
 tells the languages apart. Language-specific words (relatedness < 1) make the languages distinguishable again.
+With `answer_vocabulary: separate` the answers are written with words of their own that never appear as inputs, so the
+token before a gloss word tells whether it is to be answered (with the input words as answers, that takes an attention
+pattern over the gloss, learned at a seed-dependent step).
 
 Surface words are single tokens of the frozen tiny tokenizer, so a word is a token and the per-word accuracy is exact.
 What a language's examples are depends on (data config, language code) only, never on which other languages a suite

@@ -29,12 +29,22 @@ def test_lab_suites_are_tiny_twins_on_the_lab():
         load_paper_suite("bkmoo", "lab", suite_path=suite_file("bkmoo", "tiny"))
 
 
-def test_bkmoo_lab_trains_the_interference_lab():
-    """The paper's lab claims are tested on the experiment of docs/interference_lab.md, not on a variant of it."""
-    lab = load_suite(str(suite_file("bkmoo", "lab").parent / "interference_lab.yaml"), []).resolved()
-    paper = load_paper_suite("bkmoo", "lab").resolved()
-    assert paper["data"] == lab["data"] and paper["train"] == lab["train"] and paper.get("init") == lab.get("init")
-    assert paper["seeds"] == lab["seeds"]
+@pytest.mark.parametrize("paper", ["bkmoo", "congrad"])
+def test_lab_suites_train_the_interference_lab(paper):
+    """The papers' lab claims are tested on the experiment of docs/interference_lab.md, not on a variant of it
+    (CONGRAD's train settings are those of its SFT stage: the lab's joint SFT run)."""
+    lab = load_suite(str(suite_file(paper, "lab").parent / "interference_lab.yaml"), []).resolved()
+    suite = load_paper_suite(paper, "lab")
+    resolved = suite.resolved()
+    assert resolved["data"] == lab["data"] and resolved["train"] == lab["train"]
+    assert resolved.get("init") == lab.get("init") and resolved["seeds"] == lab["seeds"]
+    if paper == "congrad":
+        from harness.registry import get_method
+        from harness.suite import method_options
+
+        preference = [m for m in suite.methods if get_method(m.name).kind == "preference"]
+        assert len(preference) == 3 and all(method_options(m).sft_first for m in preference)
+        assert "joint_sft" in {m.display for m in suite.methods}  # their common SFT start, as a comparator
 
 
 def test_lab_report_has_verdicts(tmp_path, monkeypatch):
