@@ -22,6 +22,7 @@ RUN_DEFAULTS: dict[str, Any] = {"steps": 3, "languages": 2, "weighting": "mgda",
                                 "normalize": "none", "output_scale": "raw", "granularity": "ddp_bucket",
                                 "bucket_cap_mb": 0.02, "warmup_steps": 1, "grad_accum": 1, "seed": 0, "seq_len": 12,
                                 "per_rank": 2, "data_seed": 0, "lr": 1e-2, "schedule": "constant", "max_grad_norm": 1.0,
+                                "optimizer": "adamw_torch",
                                 "model": {}, "resume_at": None, "dtype": "float32"}
 
 
@@ -38,7 +39,7 @@ def engine_parts(run: dict[str, Any]):
     run = run_spec(run)
     model = micro_llama(**run["model"])
     train = TrainConfig(steps=run["steps"], lr=run["lr"], schedule=run["schedule"], max_grad_norm=run["max_grad_norm"],
-                        dtype=run["dtype"])
+                        dtype=run["dtype"], optimizer=run["optimizer"])
     cfg = EngineConfig(hook=run["hook"], weighting=run["weighting"], weighting_options=run["weighting_options"],
                        bucket_cap_mb=run["bucket_cap_mb"], warmup_steps=run["warmup_steps"],
                        grad_accum=run["grad_accum"], seed=run["seed"], normalize=run["normalize"],

@@ -42,7 +42,24 @@ def _cagrad_inner(g: Tensor, b: Tensor, phi: Tensor) -> Tensor:
     if g.device.type != "cpu":
         return _cagrad_inner(g.cpu(), b.cpu(), phi.cpu()).to(g.device)
     exact = _on_support(g, b, phi, _search(g, b, phi, COARSE_ITERS) > 0)
-    return exact if exact is not None else _search(g, b, phi, 90)
+    return _best_of(g, b, phi, exact if exact is not None else _search(g, b, phi, 90))
+
+
+def _objective(g: Tensor, b: Tensor, phi: Tensor, w: Tensor) -> Tensor:
+    return b @ w + phi * torch.sqrt((w @ g @ w).clamp_min(0.0))
+
+
+def _best_of(g: Tensor, b: Tensor, phi: Tensor, w: Tensor) -> Tensor:
+    """``w``, or the best vertex of the simplex where one is better beyond rounding. With (anti)parallel gradients
+    on a block (a scalar bias: a Gram of rank 1 up to rounding) the search in τ meets a plateau where ‖g_w‖ ≈ 0 and
+    can stop there, although a vertex is the optimum (measured: K = 2, w (0.85, 0.15) at value 2e-4 against the
+    vertex (1, 0) at -0.055)."""
+    values = b + phi * torch.sqrt(torch.diagonal(g).clamp_min(0.0))  # the objective at each vertex e_i
+    best = int(values.argmin())
+    tol = 1e-9 * float(b.abs().max() + phi * torch.sqrt(torch.diagonal(g).max().clamp_min(0.0)))
+    if float(values[best]) < float(_objective(g, b, phi, w)) - tol:
+        return torch.nn.functional.one_hot(torch.tensor(best), g.shape[0]).to(w)
+    return w
 
 
 def _search(g: Tensor, b: Tensor, phi: Tensor, iters: int) -> Tensor:

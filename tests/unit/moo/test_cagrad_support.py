@@ -56,3 +56,24 @@ def test_singular_supports_fall_back_to_the_full_search(kind):
     assert cagrad._on_support(g, b, phi, coarse > 0) is None
     assert torch.equal(cagrad._cagrad_inner(g, b, phi), cagrad._search(g, b, phi, 90))
     assert torch.isfinite(weighting("cagrad", c=0.5, rescale=0)(g)).all()
+
+
+# Measured in the own-loop DDP example (tests/distributed/test_own_loop.py, granularity tensor): the two languages'
+# gradients on the last layer's 1-element bias, opposite in sign, so the Gram has rank 1 up to rounding.
+SCALAR_BIAS = torch.tensor([[-0.21962417662143707], [1.2267110347747803]], dtype=F64)
+
+
+def test_opposite_gradients_on_a_scalar_reach_the_optimum_whatever_the_rounding():
+    g = SCALAR_BIAS @ SCALAR_BIAS.T
+    mean_w = torch.full((2,), 0.5, dtype=F64)
+    b = g @ mean_w
+    phi = 0.5 * torch.sqrt(mean_w @ b)
+    grid = torch.linspace(0, 1, 20001, dtype=F64)
+    best = min(_objective(g, b, phi, torch.stack([x, 1 - x])) for x in grid)  # brute force over the simplex
+    for eps in (0.0, 1e-12, -1e-10, 1e-8):  # the Gram as rounding may leave it (the DDP hook sums it over slices)
+        noisy = g + eps * torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=F64)
+        w = cagrad._cagrad_inner(noisy, noisy @ mean_w, phi)
+        assert _objective(g, b, phi, w) <= best + 1e-9
+        torch.testing.assert_close(w, torch.tensor([1.0, 0.0], dtype=F64), atol=1e-6, rtol=0)
+    coefficients = weighting("cagrad")(g)  # 1/K + (c‖g0‖/‖g_w‖) w, / (1 + c²): the vertex, not the mean
+    torch.testing.assert_close(coefficients, torch.tensor([1.3171, 0.4], dtype=F64), atol=1e-4, rtol=0)
