@@ -28,7 +28,9 @@ def test_bkmoo_single_bucket_equals_full_gradient_method(tmp_path, solver):
     assert bucket.tracker.series("train/loss") == pytest.approx(full.tracker.series("train/loss"), rel=1e-6)
 
 
-@pytest.mark.parametrize(("optimizer", "lr", "atol"), [("sgd", 0.05, 1e-7), ("adamw_torch", 1e-3, 2e-4)],
+# SGD: 5e-7 is 4 float32 ulps at 1.0 (the norm weights); 1e-7 was below one ulp there, and an AVX-512 CPU's summation
+# order left one ulp (1.19e-7) between the two paths
+@pytest.mark.parametrize(("optimizer", "lr", "atol"), [("sgd", 0.05, 5e-7), ("adamw_torch", 1e-3, 2e-4)],
                          ids=["sgd", "adamw"])
 def test_bkmoo_mean_equals_joint_sft(tmp_path, optimizer, lr, atol):
     overrides = {"train": {"steps": STEPS, "optimizer": optimizer, "lr": lr}}
