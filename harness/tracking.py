@@ -378,16 +378,6 @@ def config_params(suite: Suite) -> dict[str, str]:
     return resolved_params(suite.resolved())
 
 
-def result_setting_changes(recorded: dict[str, Any], suite: Suite) -> dict[str, tuple[str, str]]:
-    """{key: (the run's, the suite's)} for every setting that can change a result and differs between a run's resolved
-    config (its config.yaml) and the suite's; a key on one side only counts (a key at its default is left out of a
-    resolved config, so a run without `data.answer_vocabulary` ran the default)."""
-    absent = "(absent)"
-    run, now = resolved_params(recorded), config_params(suite)
-    return {k: (run.get(k, absent), now.get(k, absent)) for k in sorted(run.keys() | now.keys())
-            if not k.startswith(NOT_RESULT_SETTINGS) and run.get(k, absent) != now.get(k, absent)}
-
-
 def config_changes(suite: Suite, recorded: dict[str, str]) -> dict[str, tuple[str, str]]:
     """{key: (recorded, now)} for every setting whose value differs from the one the run logged."""
     return {k: (recorded[k], v) for k, v in config_params(suite).items() if k in recorded and recorded[k] != v}

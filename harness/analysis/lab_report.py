@@ -21,7 +21,7 @@ import yaml
 
 from harness.analysis.stats import mean_se, paired_test
 from harness.config import MethodSpec, Suite
-from harness.tracking import result_setting_changes
+from harness.tracking import NOT_RESULT_SETTINGS, config_params, resolved_params
 from harness.validate import to_dict
 
 
@@ -38,6 +38,16 @@ def collect(suite: Suite, model: str | None = None) -> dict[str, dict[int, dict[
                 check_settings(done.parent, suite, spec)
                 out.setdefault(spec.display, {})[seed] = json.loads(done.read_text())["metrics"]
     return out
+
+
+def result_setting_changes(recorded: dict[str, Any], suite: Suite) -> dict[str, tuple[str, str]]:
+    """{key: (the run's, the suite's)} for every setting that can change a result and differs between a run's resolved
+    config (its config.yaml) and the suite's; a key on one side only counts (a key at its default is left out of a
+    resolved config, so a run without `data.answer_vocabulary` ran the default)."""
+    absent = "(absent)"
+    run, now = resolved_params(recorded), config_params(suite)
+    return {k: (run.get(k, absent), now.get(k, absent)) for k in sorted(run.keys() | now.keys())
+            if not k.startswith(NOT_RESULT_SETTINGS) and run.get(k, absent) != now.get(k, absent)}
 
 
 def check_settings(run_dir: Path, suite: Suite, spec: MethodSpec) -> None:
