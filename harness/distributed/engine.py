@@ -28,6 +28,7 @@ from harness.distributed.accounting import Comm, CommCounter, allreduce_bytes, p
 from harness.distributed.assignment import StepAssignment, assign
 from harness.distributed.hooks import HOOKS, HookState, register
 from harness.moo.blocks import nested_index
+from harness.train.losses import token_losses
 
 NO_DECAY = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]  # as HF Trainer
 
@@ -270,8 +271,5 @@ class DistEngine:
 
 def token_mean_loss(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     """Token-mean cross-entropy over the response tokens (labels -100 are ignored), the shared SFT loss."""
-    batch = {k: v for k, v in inputs.items() if k not in ("labels", "language")}
-    logits = model(**batch).logits[:, :-1].float()
-    labels = inputs["labels"][:, 1:]
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                             ignore_index=-100)
+    sums, counts = token_losses(model, inputs)
+    return sums.sum() / counts.sum().clamp_min(1.0)

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from harness.distributed.assignment import assign, check_world, describe
-from harness.distributed.engine import DistEngine, EngineConfig
+from harness.distributed.engine import DistEngine, EngineConfig, token_mean_loss
 from harness.faults import maybe_fail, maybe_kill
 from harness.moo.options import GradientPlan
 
@@ -108,22 +108,17 @@ def _build_engine(run: Any, spec: GradientPlan, hook: str, world: int, device: t
     the hook and its weighting."""
     from harness.data.sft import TokenizedLanguages, collate
     from harness.distributed.data import make_batch_fn
-    from harness.train.sft import token_losses
 
     t, dcfg, seen = run.suite.train, run.suite.distributed, list(run.suite.languages.seen)
     dataset = TokenizedLanguages(run.tokenizer, {lang: run.data.train[lang] for lang in seen}, t.max_seq_len)
     batch_fn = make_batch_fn(dataset, seen, world, t.batch_size_per_language, dcfg.grad_accum, run.seed,
                              collate(run.tokenizer.pad_token_id), device)
 
-    def loss_fn(m: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        sums, counts = token_losses(m, inputs)
-        return sums.sum() / counts.sum().clamp_min(1.0)
-
     cfg = EngineConfig(hook=hook, weighting=spec.weighting, weighting_options=spec.weighting_options,
                        bucket_cap_mb=spec.bucket_cap_mb, warmup_steps=dcfg.warmup_steps, grad_accum=dcfg.grad_accum,
                        seed=run.seed, normalize=spec.normalize, output_scale=spec.output_scale,
                        granularity=spec.granularity)
-    return engine_cls(run.model.to(device), cfg, t, len(seen), batch_fn, loss_fn)
+    return engine_cls(run.model.to(device), cfg, t, len(seen), batch_fn, token_mean_loss)
 
 
 def _log_start(run: Any, engine: DistEngine, spec: GradientPlan, hook: str, world: int, start: int) -> None:

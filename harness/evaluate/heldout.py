@@ -8,14 +8,13 @@ from typing import Any
 import torch
 
 from harness.data.sft import Example, TokenizedLanguages, collate
+from harness.train.losses import token_losses
 
 
 @torch.no_grad()
 def heldout_loss(model: Any, tokenizer: Any, examples: dict[str, tuple[Example, ...]], max_len: int,
                  batch_size: int = 16) -> dict[str, float]:
     """{'eval/loss/<lang>': ..., 'eval/ppl/<lang>': ...} over every language given."""
-    from harness.train.sft import token_losses  # imports transformers.Trainer: only when a loss is computed
-
     was_training = model.training
     model.eval()
     dataset = TokenizedLanguages(tokenizer, examples, max_len)

@@ -53,7 +53,7 @@ def random_batch(vocab: int, k: int, b: int, width: int, seed: int = 0) -> dict[
 
 def _rows(engine: str, model: nn.Module, inputs: dict[str, Tensor], params: list[nn.Parameter]) -> Tensor:
     from harness.train.grad_engine import language_gradients, loop_gradients, one_backward_language_gradients
-    from harness.train.sft import token_losses
+    from harness.train.losses import token_losses
 
     if engine == "one_backward_wgrad":
         return one_backward_language_gradients(model, inputs, params, token_losses, keep_weight_grads=True).rows
@@ -85,7 +85,7 @@ def _language_weights(inputs: dict[str, Tensor], counts: Tensor, k: int) -> Tens
 
 def _autogram_step(model: nn.Module, inputs: dict[str, Tensor], engine: Any, k: int) -> None:
     from harness.moo.weightings import weighting
-    from harness.train.sft import token_losses
+    from harness.train.losses import token_losses
 
     sums, counts = token_losses(model, inputs)
     s = _language_weights(inputs, counts, k)

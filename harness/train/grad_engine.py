@@ -34,10 +34,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from harness.train.losses import target_positions
+
 GRAD_ENGINES = ("loop", "vmap", "one_backward")
 
 TokenLosses = Callable[[nn.Module, dict[str, Tensor]], tuple[Tensor, Tensor]]
-"""``(model, inputs) -> (sum of token losses, number of target tokens)`` per example (``harness.train.sft``)."""
+"""``(model, inputs) -> (sum of token losses, number of target tokens)`` per example (``harness.train.losses``)."""
 
 
 @dataclass(frozen=True)
@@ -119,11 +121,12 @@ def vmap_gradients(model: nn.Module, inputs: dict[str, Tensor], params: Sequence
     width = grouped["input_ids"].shape[-1]
     positions = torch.arange(width, device=grouped["input_ids"].device)
     dtype = next(model.parameters()).dtype
+    targets = target_positions(grouped["labels"])  # computed outside the vmap: its size depends on the data
 
     def language_loss(weights: dict[str, Tensor], ids: Tensor, mask: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         rows = ids.shape[0]
         batch = {"input_ids": ids, "labels": labels, "position_ids": positions.expand(rows, width),
-                 "attention_mask": attention_masks(model.config, mask, dtype)}
+                 "attention_mask": attention_masks(model.config, mask, dtype), "target_positions": targets}
         sums, counts = token_losses(_Bound(model, weights, functional_call), batch)
         loss = sums.sum() / counts.sum().clamp_min(1.0)
         return loss, loss.detach()
@@ -172,6 +175,7 @@ class _Bound:
 
     def __init__(self, model: nn.Module, weights: dict[str, Tensor], call: Callable) -> None:
         self.model, self.weights, self.call = model, weights, call
+        self.forward = model.forward  # what the model takes (``harness.train.losses.takes_logits_to_keep``)
 
     def __call__(self, **kwargs: Tensor):
         return self.call(self.model, self.weights, args=(), kwargs=kwargs, strict=False)

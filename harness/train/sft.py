@@ -32,21 +32,12 @@ from harness.moo.combiners import GradientCombiner
 from harness.numerics import all_finite
 from harness.perf import PeakMemory
 from harness.train.grad_engine import language_gradients
+from harness.train.losses import token_losses
 
 
 def trainable_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
     """Trainable parameters in `named_parameters` order: the layout of every flat gradient."""
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-
-
-def token_losses(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of token losses, number of target tokens) per example."""
-    batch = {k: v for k, v in inputs.items() if k not in ("labels", "language")}
-    logits = model(**batch).logits[:, :-1].float()
-    labels = inputs["labels"][:, 1:]
-    loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
-    mask = (labels != -100).float()
-    return (loss * mask).sum(1), mask.sum(1)
 
 
 def language_losses(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[int, torch.Tensor]:
