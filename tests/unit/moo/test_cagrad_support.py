@@ -40,6 +40,22 @@ def test_the_solve_on_the_coarse_support_is_the_searched_optimum(kind, k):
     assert _objective(g, b, phi, exact) <= _objective(g, b, phi, full) + 1e-12 * abs(_objective(g, b, phi, full))
 
 
+@pytest.mark.parametrize("kind", ["iid", "shared", "conflict", "scales"])
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_small_k_tries_every_support_and_finds_the_searched_solve_without_a_search(kind, k, monkeypatch):
+    """Up to SUPPORT_ENUMERATION_MAX_K the host path enumerates supports: bit-identical to the solve on the support
+    the coarse search finds, and no search runs."""
+    assert k <= cagrad.SUPPORT_ENUMERATION_MAX_K
+    for seed in range(5):
+        g, b, phi = _problem(kind, k, seed=seed)
+        searched = cagrad._on_support(g, b, phi, cagrad._search(g, b, phi, cagrad.COARSE_ITERS) > 0)
+        assert searched is not None
+        assert torch.equal(cagrad._first_exact_support(g, b, phi), searched)
+        with monkeypatch.context() as patch:
+            patch.setattr(cagrad, "_search", lambda *a: pytest.fail("searched although a support was exact"))
+            assert torch.equal(cagrad._cagrad_inner(g, b, phi), cagrad._best_of(g, b, phi, searched))
+
+
 def test_a_wrong_support_is_refused():
     g, b, phi = _problem("conflict", 8, seed=1)
     full = cagrad._search(g, b, phi, 90)
