@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -352,19 +353,25 @@ class Suite:
         blob = json.dumps({"suite": self.resolved(), "cache_version": CACHE_VERSION}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
-    def with_only(self, *, model: str | None = None, method: str | None = None, seed: int | None = None) -> Suite:
-        """A copy restricted to one model / method / seed (CLI filters and nox `train(<method>)`). ``method`` is a
-        label when some method carries it (``mgda`` is then not also ``mgda-full-gather``), else a method name, which
-        selects all of its variants (``bkmoo``: bkmoo_mgda, bkmoo_pcgrad, ...)."""
+    def with_only(self, *, model: str | Sequence[str] | None = None, method: str | Sequence[str] | None = None,
+                  seed: int | Sequence[int] | None = None) -> Suite:
+        """A copy restricted to some models / methods / seeds (CLI filters, repeatable, and nox `train(<method>)`),
+        in the suite's order. A method is a label when some method carries it (``mgda`` is then not also
+        ``mgda-full-gather``), else a method name, which selects all of its variants (``bkmoo``: bkmoo_mgda, ...)."""
         out = self
         if model is not None:
-            out = replace(out, models=tuple(m for m in out.models if m == model))
+            wanted = (model,) if isinstance(model, str) else tuple(model)
+            out = replace(out, models=tuple(m for m in out.models if m in wanted))
         if method is not None:
-            by_label = tuple(m for m in out.methods if m.display == method)
-            out = replace(out, methods=by_label or tuple(m for m in out.methods if m.name == method))
+            picked = [m for name in ((method,) if isinstance(method, str) else method) for m in self._methods_named(name)]
+            out = replace(out, methods=tuple(m for m in out.methods if any(m is p for p in picked)))
         if seed is not None:
-            out = replace(out, seeds=(seed,))
+            out = replace(out, seeds=tuple(dict.fromkeys((seed,) if isinstance(seed, int) else seed)))
         return out
+
+    def _methods_named(self, name: str) -> tuple[MethodSpec, ...]:
+        by_label = tuple(m for m in self.methods if m.display == name)
+        return by_label or tuple(m for m in self.methods if m.name == name)
 
 
 # Keys added after config hashes were recorded (golden records, MLflow runs): left out of the resolved config while

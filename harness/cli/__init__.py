@@ -35,7 +35,7 @@ from harness.validate import ConfigError
 
 DESCRIPTION = """`polymoo` command line (also `python -m harness`).
 
-    polymoo run SUITE [--set key=value ...] [--model M] [--method NAME] [--seed S] [--resume | --resume-changed]
+    polymoo run SUITE [--set key=value ...] [--model M ...] [--method NAME ...] [--seed S ...] [--resume | --resume-changed]
                       [--nproc N]
     polymoo check SUITE [--nproc N] [--gpu-mem GB]
     polymoo data prepare NAME [--from DIR]      (polymoo data list: the data files the suites name)

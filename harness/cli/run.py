@@ -1,6 +1,6 @@
 """`polymoo run SUITE`: train and evaluate every (model, method, seed) of a suite, then print its leaderboard.
 
-    polymoo run SUITE [--set key=value ...] [--model M] [--method NAME] [--seed S] [--resume | --resume-changed]
+    polymoo run SUITE [--set key=value ...] [--model M ...] [--method NAME ...] [--seed S ...] [--resume | --resume-changed]
                       [--nproc N]
 
 Each run prints a header (``run 3/14: llama · mgda · seed 0``) and a summary line with its key metrics and duration
@@ -22,9 +22,10 @@ from harness.validate import ConfigError
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="train and evaluate every (model, method, seed) of a suite")
     suite_args(p)
-    p.add_argument("--model", help="only this model of the suite")
-    p.add_argument("--method", help="only this method: a label, else a method name (all its variants)")
-    p.add_argument("--seed", type=int, help="only this seed")
+    p.add_argument("--model", action="append", help="only this model of the suite (repeatable)")
+    p.add_argument("--method", action="append",
+                   help="only this method: a label, else a method name (all its variants); repeatable")
+    p.add_argument("--seed", type=int, action="append", help="only this seed (repeatable)")
     p.add_argument("--resume", action="store_true", help="skip finished runs, resume failed ones from their checkpoint")
     p.add_argument("--resume-changed", action="store_true",
                    help="like --resume, but accept a suite changed since a run started: the run continues with the "
@@ -59,9 +60,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.suite import load_suite
 
     suite = load_suite(args.suite, args.overrides)
+    unmatched = [f"--model {m}" for m in args.model or () if not suite.with_only(model=m).models]
+    unmatched += [f"--method {m}" for m in args.method or () if not suite.with_only(method=m).methods]
+    if unmatched:  # one typo among several filters would otherwise drop a method silently
+        raise ConfigError([f"{args.suite}: {f} selects nothing (models: {', '.join(suite.models)}; methods: "
+                           f"{', '.join(m.display for m in suite.methods)})" for f in unmatched])
     suite = suite.with_only(model=args.model, method=args.method, seed=args.seed)
-    if not suite.methods or not suite.models:
-        raise ConfigError([f"{args.suite}: --model/--method filter selects nothing"])
     nproc = args.nproc if args.nproc is not None else suite.distributed.nproc
     nodes = nodes_of(args)
     if "LOCAL_RANK" not in os.environ and not preflight(args.suite, suite, nproc * nodes.nnodes, args.gpu_mem):

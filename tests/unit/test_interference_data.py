@@ -92,7 +92,7 @@ def test_separate_answer_words_are_never_inputs_and_keep_the_conflict():
             words = ex.response.split()
             assert ex.prompt.split() == words[0::2] and set(words[1::2]) <= answers
             assert all(lab.surface(x, answer=True)[lab.answer_map(x)[c]] == a
-                       for c, a in ((lab.surface(x).index(w), a) for w, a in zip(words[0::2], words[1::2])))
+                       for c, a in ((lab.surface(x).index(w), a) for w, a in zip(words[0::2], words[1::2], strict=True)))
     # the same items, concepts, camps and contested set as with the input words: only the answers' spelling moves
     inputs_cfg = _cfg(conflict=0.5, relatedness=0.5, dissenters=("lab3",))
     assert Lab(inputs_cfg).contested == lab.contested and Lab(inputs_cfg).surface("lab2") == lab.surface("lab2")
