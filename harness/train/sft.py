@@ -134,6 +134,9 @@ class PolymooTrainer(Trainer):
 
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
+        for group in optimizer.param_groups:  # torch's default on CPU is a Python loop over tensors: the multi-tensor
+            if "foreach" in group and group["foreach"] is None:  # kernels give the same bits, 2.5x faster there
+                group["foreach"] = True
         inner_step = optimizer.step
 
         def guarded_step(*args: Any, **kwargs: Any) -> Any:
