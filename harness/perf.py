@@ -1,9 +1,32 @@
-"""Peak memory: allocator peak on GPU, resident set size on CPU (sampled at each call)."""
+"""Peak memory: allocator peak on GPU, resident set size on CPU (sampled at each call); the machine a number came
+from (the same seed gives other float trajectories on another CPU or thread count)."""
 
 from __future__ import annotations
 
+import os
+import platform
+from pathlib import Path
+
 import psutil
 import torch
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo; `platform.processor()` is empty there), else what platform says."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, str]:
+    """Where a run computes: CPU model, cores, torch's intra-op threads, and the GPU when there is one."""
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return {"cpu": cpu_model(), "cpu_count": str(os.cpu_count()), "torch_threads": str(torch.get_num_threads()),
+            "device": device}
 
 
 class PeakMemory:

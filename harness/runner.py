@@ -31,6 +31,7 @@ from harness.method import DistInfo, RunContext
 from harness.models.loading import load_model
 from harness.models.tiny import weights_fingerprint
 from harness.models.tokenizer import tokenizer_fingerprint
+from harness.perf import machine
 from harness.registry import get_method
 from harness.seeding import seed_everything
 from harness.suite import method_options
@@ -117,7 +118,7 @@ def run_one(suite: Suite, model_name: str, spec: MethodSpec, seed: int, resume: 
             "polymoo.git_commit": git_commit(), "polymoo.config_hash": suite.config_hash(),
             "polymoo.scale": suite.scale, "polymoo.device": "cuda" if torch.cuda.is_available() else "cpu",
             "polymoo.family": method.family, "polymoo.method_version": method.version,
-            "polymoo.world_size": dist.world_size}
+            "polymoo.world_size": dist.world_size, **{f"polymoo.{k}": v for k, v in machine().items()}}
     run_name = f"{model_name}/{spec.display}/seed{seed}"
     tracker: Tracker = (open_run(suite, run_name, tags, run_dir, resume, accept_changes=resume_changed)
                         if dist.is_main else NullTracker())
@@ -182,7 +183,9 @@ def _train_evaluate_record(suite: Suite, model_name: str, spec: MethodSpec, seed
         from harness.evaluate.run_plots import log_run_plots
 
         log_run_plots(tracker, suite, metrics, run_dir / "plots")
-        (run_dir / "DONE").write_text(json.dumps({"run_id": tracker.run_id, "metrics": metrics}))
+        environment = {**machine(), "git_commit": git_commit()}  # a record names where it ran (lab_report)
+        (run_dir / "DONE").write_text(json.dumps({"run_id": tracker.run_id, "metrics": metrics,
+                                                  "environment": environment}))
         run.drop_checkpoints()
     tracker.finish("FINISHED")
     return RunResult(model_name, spec.display, seed, tracker.run_id, "FINISHED", metrics)

@@ -29,15 +29,29 @@ def collect(suite: Suite, model: str | None = None) -> dict[str, dict[int, dict[
     """method label -> seed -> metrics, for every finished run of the suite's first (or given) model. A run made with
     other settings than the suite's as it stands (another `--set`, an older version of the suite) is refused, naming
     the keys: a paired test must compare the methods, not two settings."""
-    root = Path(suite.output_dir) / suite.suite.name / (model or suite.models[0])
     out: dict[str, dict[int, dict[str, float]]] = {}
-    for spec in suite.methods:
-        for seed in suite.seeds:
-            done = root / spec.display / f"seed{seed}" / "DONE"
-            if done.exists():
-                check_settings(done.parent, suite, spec)
-                out.setdefault(spec.display, {})[seed] = json.loads(done.read_text())["metrics"]
+    for spec, seed, done in done_records(suite, model):
+        check_settings(done.parent, suite, spec)
+        out.setdefault(spec.display, {})[seed] = json.loads(done.read_text())["metrics"]
     return out
+
+
+def done_records(suite: Suite, model: str | None = None) -> list[tuple[MethodSpec, int, Path]]:
+    """(method, seed, DONE file) of every finished run of the suite's methods and seeds."""
+    root = Path(suite.output_dir) / suite.suite.name / (model or suite.models[0])
+    found = [(spec, seed, root / spec.display / f"seed{seed}" / "DONE") for spec in suite.methods for seed in suite.seeds]
+    return [(spec, seed, done) for spec, seed, done in found if done.exists()]
+
+
+def environment(suite: Suite, model: str | None = None) -> dict[str, list[str]]:
+    """Every value of each environment key (CPU, threads, device, commit) over the suite's finished runs; runs
+    finished before DONE recorded it count as "(not recorded)"."""
+    seen: dict[str, set[str]] = {}
+    for _, _, done in done_records(suite, model):
+        recorded = json.loads(done.read_text()).get("environment") or {"cpu": "(not recorded)"}
+        for key, value in recorded.items():
+            seen.setdefault(key, set()).add(str(value))
+    return {key: sorted(values) for key, values in sorted(seen.items())}
 
 
 def result_setting_changes(recorded: dict[str, Any], suite: Suite) -> dict[str, tuple[str, str]]:
@@ -108,7 +122,8 @@ def compare(suite: Suite, baseline: str = "joint_sft", model: str | None = None,
         rows[label] = row
     return {"suite": suite.suite.name, "config_hash": suite.config_hash(), "metric": f"eval/{metric}",
             "data": suite.resolved()["data"],
-            "train": suite.resolved()["train"], "baseline": baseline, "methods": rows}
+            "train": suite.resolved()["train"], "baseline": baseline, "environment": environment(suite, model),
+            "methods": rows}
 
 
 def table(report: dict[str, Any]) -> str:

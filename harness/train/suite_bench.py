@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -91,9 +90,10 @@ def summarise(repeats: list[dict[str, dict[str, float]]], baseline: str = "joint
 def environment() -> dict[str, Any]:
     import torch
 
+    from harness.perf import cpu_model
     from harness.tracking import package_versions
 
-    return {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "load_average_1_5_15_at_start": list(os.getloadavg()),
             "versions": package_versions(), "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 

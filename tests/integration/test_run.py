@@ -7,6 +7,7 @@ import re
 from typing import TYPE_CHECKING
 
 import pytest
+import torch
 
 from harness.cli import main
 from harness.leaderboard.aggregate import aggregate
@@ -127,7 +128,10 @@ def test_cli_run_then_leaderboard_from_store_alone(tmp_store, make_suite, tmp_pa
     table = to_markdown(aggregate(runs, "loss", language_order=["en", "fr", "de", "nl"]))
     assert table in (out / "test_loss.md").read_text() and table.splitlines()[2] in table_md
     assert "llama" in printed and (out / "test_loss.csv").exists() and (out / "test_loss.html").exists()
-    assert json.loads((tmp_path / "runs" / "test" / "llama" / "joint_sft" / "seed1" / "DONE").read_text())["run_id"]
+    done = json.loads((tmp_path / "runs" / "test" / "llama" / "joint_sft" / "seed1" / "DONE").read_text())
+    assert done["run_id"] and done["environment"]["cpu"] and done["environment"]["device"] == "cpu"
+    assert done["environment"]["torch_threads"] == str(torch.get_num_threads()) and done["environment"]["git_commit"]
+    assert set(runs["tags.polymoo.cpu"]) == {done["environment"]["cpu"]}  # the MLflow runs name their machine too
 
 
 def test_fresh_run_keeps_earlier_run_files(tmp_store, make_suite):

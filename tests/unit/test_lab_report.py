@@ -18,7 +18,7 @@ def _suite(tmp_path):
         "methods": [{"name": "joint_sft"}, {"name": "mgda"}], "seeds": [0, 1, 2], "output_dir": str(tmp_path)})
 
 
-def _done(tmp_path, method, seed, lab1, lab3, made_by=None):
+def _done(tmp_path, method, seed, lab1, lab3, made_by=None, environment=None):
     """A finished run as the runner leaves it: DONE and the resolved suite it ran (`made_by`, else the test suite)."""
     import yaml
 
@@ -28,7 +28,8 @@ def _done(tmp_path, method, seed, lab1, lab3, made_by=None):
     (folder / "config.yaml").write_text(yaml.safe_dump(suite.resolved(), sort_keys=False))
     metrics = {"eval/loss/lab1": lab1, "eval/loss/lab3": lab3, "eval/acc/lab1": 0.5, "eval/acc/lab3": 0.25,
                "eval/answer_loss/lab1": lab1 / 2, "eval/answer_loss/lab3": lab3 / 2}
-    (folder / "DONE").write_text(json.dumps({"run_id": "x", "metrics": metrics}))
+    (folder / "DONE").write_text(json.dumps({"run_id": "x", "metrics": metrics,
+                                             **({"environment": environment} if environment else {})}))
 
 
 def test_worst_language_paired_by_seed(tmp_path, capsys):
@@ -45,6 +46,17 @@ def test_worst_language_paired_by_seed(tmp_path, capsys):
     answers = compare(suite)  # the default statistic: the answer words' loss
     assert answers["metric"] == "eval/answer_loss" and answers["methods"]["mgda"]["worst_loss"] == [0.75, 0.85, 0.8]
     assert answers["methods"]["mgda"]["vs_baseline"]["mean_diff"] == pytest.approx(-0.2)
+
+
+def test_the_report_names_every_machine_its_runs_computed_on(tmp_path):
+    """The same seed gives other float trajectories on another CPU or thread count: a record says where it ran."""
+    amd = {"cpu": "AMD EPYC", "torch_threads": "2", "git_commit": "abc"}
+    _done(tmp_path, "joint_sft", 0, 1.0, 2.0, environment=amd)
+    _done(tmp_path, "mgda", 0, 1.0, 1.5, environment={**amd, "cpu": "Intel Xeon"})
+    _done(tmp_path, "mgda", 1, 1.0, 1.5)  # finished before DONE recorded its machine
+    _done(tmp_path, "mgda", 7, 1.0, 1.5, environment={**amd, "cpu": "not a seed of the suite"})
+    env = compare(_suite(tmp_path), metric="loss")["environment"]
+    assert env == {"cpu": ["(not recorded)", "AMD EPYC", "Intel Xeon"], "git_commit": ["abc"], "torch_threads": ["2"]}
 
 
 def test_missing_metric_names_the_fix(tmp_path):
