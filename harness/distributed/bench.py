@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -20,6 +19,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from harness.perf import cpu_model
 
 MMAP_THRESHOLD = 65536  # fixed glibc mmap threshold: large tensors are mmapped and returned on free, so peak RSS
 # measures live memory instead of the heap's high-water mark under glibc's dynamic threshold
@@ -97,7 +98,7 @@ def _write_record(rank: int, world: int, out_file: str, hook: str, run: dict[str
         "per_rank_memory": peaks,
         "allocator": f"glibc MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', 'dynamic')}",
         "device": (f"{torch.cuda.get_device_name()} ×{world}, torch {torch.__version__}, nccl" if cuda else
-                   f"cpu ({platform.processor() or platform.machine()}), torch {torch.__version__}, gloo"),
+                   f"cpu ({cpu_model()}), torch {torch.__version__}, gloo"),
         "threads_per_rank": torch.get_num_threads(), "load_avg_1m_at_end": os.getloadavg()[0],
         "memory_measure": "GPU allocator peak (max_memory_allocated)" if cuda else "peak RSS (VmHWM) minus RSS before model",
         "recorded": time.strftime("%Y-%m-%d %H:%M:%S"),

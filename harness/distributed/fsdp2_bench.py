@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from harness.distributed.bench import BENCH_MODEL, MMAP_THRESHOLD, add_model_arguments, run_under_torchrun
+from harness.perf import cpu_model
 
 MODES = ("mean", "sharded", "full")
 FSDP2_RUN = {"languages": 2, "steps": 4, "per_rank": 2, "seq_len": 64, "weighting": "mgda"}
@@ -88,7 +88,7 @@ def fsdp2_bench_worker(rank: int, world: int, out_file: str, spec: dict[str, Any
               "modes": modes, "backend": dist.get_backend(),
               "allocator": f"glibc MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', 'dynamic')}",
               "device": (f"{torch.cuda.get_device_name()} ×{world}, torch {torch.__version__}, nccl" if cuda else
-                         f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores), "
+                         f"cpu ({cpu_model()}, {os.cpu_count()} cores), "
                          f"torch {torch.__version__}, gloo"),
               "memory_measure": "peak RSS (VmHWM) minus RSS before the model; FSDPMemTracker peak tensor bytes",
               "load_average_1_5_15": list(os.getloadavg()),  # a shared machine's load moves step times

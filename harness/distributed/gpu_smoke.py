@@ -36,6 +36,8 @@ from typing import Any
 
 import torch
 
+from harness.perf import cpu_model
+
 MODEL = "llama3.1-8b"
 TINY = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "head_dim": 32, "vocab_size": 2048, "max_position_embeddings": 512}
@@ -210,7 +212,7 @@ def device_name(device: torch.device) -> str:
 def environment(device: torch.device) -> dict[str, Any]:
     from harness.tracking import package_versions
 
-    env = {"machine": platform.machine(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
+    env = {"machine": platform.machine(), "processor": cpu_model(), "cpu_count": os.cpu_count(),
            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "versions": package_versions(),
            "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if device.type == "cuda":

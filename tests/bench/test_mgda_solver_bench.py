@@ -22,6 +22,7 @@ import torch
 
 from harness.moo import _qp, gram, weighting
 from harness.moo.combiners import small_ops
+from harness.perf import cpu_model
 
 pytestmark = pytest.mark.bench
 OUT = Path(__file__).resolve().parents[2] / "results" / "bench"
@@ -58,16 +59,6 @@ def _per_call(fn, n: int) -> float:
     return (time.perf_counter() - started) / n
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _env() -> dict:
     from harness.tracking import package_versions
 
@@ -77,7 +68,7 @@ def _env() -> dict:
         except PackageNotFoundError:
             return "not-installed"
 
-    return {"machine": platform.machine(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
+    return {"machine": platform.machine(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "load_avg_1m": os.getloadavg()[0],
             "versions": {**package_versions(), "torchjd": pkg("torchjd"), "numpy": pkg("numpy")},
             "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

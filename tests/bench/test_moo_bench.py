@@ -17,6 +17,7 @@ import torch
 
 from harness.moo import available_weightings, weighting
 from harness.moo.combiners import small_ops
+from harness.perf import cpu_model
 from tests.conftest import DATA_SLICE
 
 pytestmark = pytest.mark.bench
@@ -50,7 +51,7 @@ def step_suite(k: int) -> dict:
 def _env() -> dict:
     from harness.tracking import package_versions
 
-    return {"machine": platform.machine(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
+    return {"machine": platform.machine(), "processor": cpu_model(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "load_avg_1m": os.getloadavg()[0],
             "versions": package_versions(), "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
