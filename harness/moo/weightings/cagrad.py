@@ -30,7 +30,8 @@ COARSE_ITERS = 20
 
 SUPPORT_ENUMERATION_MAX_K = 4
 """Up to this K the host path first tries every support, largest first (2^K - 1 closed-form solves, no search): at
-K = 3 about 5x faster than the coarse search, with the same w (the solve on the support the search would find)."""
+K = 3 about 14x cheaper per call than the coarse search (0.7 ms against 10 ms, 50 random Grams, one thread), with
+the same w (the solve on the support the search would find)."""
 
 
 def _cagrad_inner(g: Tensor, b: Tensor, phi: Tensor) -> Tensor:
