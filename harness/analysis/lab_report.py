@@ -114,7 +114,9 @@ def compare(suite: Suite, baseline: str = "joint_sft", model: str | None = None,
                                "mean": mean, "se": se,
                                "loss": {x: [by_seed[s][f"eval/loss/{x}"] for s in seeds] for x in langs},
                                "answer_loss": {x: [by_seed[s].get(f"eval/answer_loss/{x}") for s in seeds] for x in langs},
-                               "acc": {x: [by_seed[s].get(f"eval/acc/{x}") for s in seeds] for x in langs}}
+                               "acc": {x: [by_seed[s].get(f"eval/acc/{x}") for s in seeds] for x in langs},
+                               "step_time_s": [by_seed[s].get("perf/mean_step_time_s") for s in seeds],
+                               "step_time_vs_baseline": step_time_ratio(by_seed, runs[baseline])}
         shared = [s for s in seeds if s in base]
         if label != baseline and len(shared) >= 2:
             row["vs_baseline"] = paired_test([worst_loss(by_seed[s], langs, metric)[0] for s in shared],
@@ -124,6 +126,18 @@ def compare(suite: Suite, baseline: str = "joint_sft", model: str | None = None,
             "data": suite.resolved()["data"],
             "train": suite.resolved()["train"], "baseline": baseline, "environment": environment(suite, model),
             "methods": rows}
+
+
+def step_time_ratio(runs: dict[int, dict[str, float]], baseline: dict[int, dict[str, float]]) -> float | None:
+    """Median over the seeds both ran of the method's mean step time over the baseline's (a ratio between runs of
+    one suite invocation: the machine's speed cancels); None without shared timed seeds."""
+    key = "perf/mean_step_time_s"
+    ratios = sorted(runs[s][key] / baseline[s][key] for s in runs
+                    if s in baseline and runs[s].get(key) and baseline[s].get(key))
+    if not ratios:
+        return None
+    mid = len(ratios) // 2
+    return ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
 
 
 def table(report: dict[str, Any]) -> str:

@@ -27,6 +27,7 @@ def _done(tmp_path, method, seed, lab1, lab3, made_by=None, environment=None):
     suite = (made_by or _suite(tmp_path)).with_only(method=method, seed=seed)
     (folder / "config.yaml").write_text(yaml.safe_dump(suite.resolved(), sort_keys=False))
     metrics = {"eval/loss/lab1": lab1, "eval/loss/lab3": lab3, "eval/acc/lab1": 0.5, "eval/acc/lab3": 0.25,
+               "perf/mean_step_time_s": (0.04 if method == "joint_sft" else 0.05) * (1 + seed),
                "eval/answer_loss/lab1": lab1 / 2, "eval/answer_loss/lab3": lab3 / 2}
     (folder / "DONE").write_text(json.dumps({"run_id": "x", "metrics": metrics,
                                              **({"environment": environment} if environment else {})}))
@@ -43,6 +44,9 @@ def test_worst_language_paired_by_seed(tmp_path, capsys):
     assert mgda["vs_baseline"]["mean_diff"] == pytest.approx(-0.4)
     assert "vs_baseline" not in report["methods"]["joint_sft"]
     assert "| mgda | 1.6000 ± 0.0577 | -0.4000" in table(report)
+    assert mgda["step_time_s"] == pytest.approx([0.05, 0.10, 0.15])
+    assert mgda["step_time_vs_baseline"] == pytest.approx(1.25)  # paired by seed: the machine's speed cancels
+    assert report["methods"]["joint_sft"]["step_time_vs_baseline"] == pytest.approx(1.0)
     answers = compare(suite)  # the default statistic: the answer words' loss
     assert answers["metric"] == "eval/answer_loss" and answers["methods"]["mgda"]["worst_loss"] == [0.75, 0.85, 0.8]
     assert answers["methods"]["mgda"]["vs_baseline"]["mean_diff"] == pytest.approx(-0.2)
