@@ -45,7 +45,7 @@ def _cagrad_inner(g: Tensor, b: Tensor, phi: Tensor) -> Tensor:
     """
     k = g.shape[0]
     if uses_enumeration(k, g.device):
-        return _search(g, b, phi, 90)
+        return _best_of(g, b, phi, _search(g, b, phi, 90))
     if g.device.type != "cpu":
         return _cagrad_inner(g.cpu(), b.cpu(), phi.cpu()).to(g.device)
     exact = _first_exact_support(g, b, phi) if k <= SUPPORT_ENUMERATION_MAX_K else None
@@ -78,11 +78,10 @@ def _best_of(g: Tensor, b: Tensor, phi: Tensor, w: Tensor) -> Tensor:
     can stop there, although a vertex is the optimum (measured: K = 2, w (0.85, 0.15) at value 2e-4 against the
     vertex (1, 0) at -0.055)."""
     values = b + phi * torch.sqrt(torch.diagonal(g).clamp_min(0.0))  # the objective at each vertex e_i
-    best = int(values.argmin())
-    tol = 1e-9 * float(b.abs().max() + phi * torch.sqrt(torch.diagonal(g).max().clamp_min(0.0)))
-    if float(values[best]) < float(_objective(g, b, phi, w)) - tol:
-        return torch.nn.functional.one_hot(torch.tensor(best), g.shape[0]).to(w)
-    return w
+    best = values.argmin()
+    tol = 1e-9 * (b.abs().max() + phi * torch.sqrt(torch.diagonal(g).max().clamp_min(0.0)))
+    vertex = torch.nn.functional.one_hot(best, g.shape[0]).to(w)
+    return torch.where(values[best] < _objective(g, b, phi, w) - tol, vertex, w)  # no host sync (accelerators)
 
 
 def _search(g: Tensor, b: Tensor, phi: Tensor, iters: int) -> Tensor:

@@ -93,3 +93,16 @@ def test_opposite_gradients_on_a_scalar_reach_the_optimum_whatever_the_rounding(
         torch.testing.assert_close(w, torch.tensor([1.0, 0.0], dtype=F64), atol=1e-6, rtol=0)
     coefficients = weighting("cagrad")(g)  # 1/K + (c‖g0‖/‖g_w‖) w, / (1 + c²): the vertex, not the mean
     torch.testing.assert_close(coefficients, torch.tensor([1.3171, 0.4], dtype=F64), atol=1e-4, rtol=0)
+
+
+def test_the_accelerator_path_also_checks_the_vertices(monkeypatch):
+    """The sync-free path (K <= 8 on an accelerator: the 90-step search with enumerated QPs) takes the vertex too
+    where the search stops on the plateau of a rank-1 Gram."""
+    monkeypatch.setattr(cagrad, "uses_enumeration", lambda k, device: True)
+    g = SCALAR_BIAS @ SCALAR_BIAS.T - 1e-10 * torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=F64)  # rounding's Gram
+    mean_w = torch.full((2,), 0.5, dtype=F64)
+    phi = 0.5 * torch.sqrt(mean_w @ g @ mean_w)
+    searched = cagrad._search(g, g @ mean_w, phi, 90)
+    w = cagrad._cagrad_inner(g, g @ mean_w, phi)
+    assert not torch.equal(searched, w), "the search alone stops short of the vertex here"
+    torch.testing.assert_close(w, torch.tensor([1.0, 0.0], dtype=F64), atol=0, rtol=0)
