@@ -3,6 +3,7 @@ ignored), computed only where a position predicts a target."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -19,7 +20,14 @@ def target_positions(labels: torch.Tensor) -> torch.Tensor:
 
 def takes_logits_to_keep(model: object) -> bool:
     """Whether ``model``'s forward takes ``logits_to_keep`` (every causal LM of transformers; peft passes it on)."""
-    params = inspect.signature(getattr(model, "forward", model)).parameters
+    forward = getattr(model, "forward", model)
+    return _signature_takes_logits_to_keep(getattr(forward, "__func__", forward))
+
+
+@functools.lru_cache(maxsize=64)
+def _signature_takes_logits_to_keep(forward: object) -> bool:
+    """Per forward function, once: the signature is read on every training step otherwise."""
+    params = inspect.signature(forward).parameters
     return "logits_to_keep" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
